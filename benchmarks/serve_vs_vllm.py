@@ -1,0 +1,233 @@
+"""Our server against plain vLLM's and a plain transformers ``generate`` loop, same model, same load.
+
+Runs, one after the other (never two at once: the engines would share the CPU cores):
+  1. vLLM's own OpenAI server: ``python -m vllm.entrypoints.openai.api_server``;
+  2. ``llmloop serve``;
+  3. transformers ``model.generate`` on batches of ``--concurrency`` prompts;
+and prints one table with the serving metrics of both servers (``llmloop bench serve``, i.e.
+vLLM's definitions) and the ratios the project targets:
+  ours / vLLM output-token throughput >= 0.95; ours - vLLM TTFT p50 <= 15 ms;
+  ours / transformers output-token throughput >= 2.5.
+
+  .venv/bin/python benchmarks/serve_vs_vllm.py                    # 64 requests, concurrency 16
+  .venv/bin/python benchmarks/serve_vs_vllm.py --num-requests 8   # a quick smoke run
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from evals.bench import BenchConfig, run_benchmark, synthetic_prompts
+from evals.bench_metrics import BenchResult
+from llmloop.models import resolve_model
+
+TARGETS = {
+    "throughput_vs_vllm": 0.95,
+    "ttft_p50_delta_ms": 15.0,
+    "throughput_vs_transformers": 2.5,
+}
+
+
+def main() -> int:
+    args = _parse_args()
+    model_dir = resolve_model(args.model)
+    config = dict(
+        concurrency=args.concurrency,
+        num_requests=args.num_requests,
+        max_tokens=args.max_tokens,
+        prompt_len=args.prompt_len,
+        ignore_eos=True,
+        seed=args.seed,
+    )
+    results: dict[str, BenchResult] = {}
+    if not args.skip_vllm:
+        command = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+            "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1",
+        ]  # fmt: skip
+        results["vllm"] = bench_server("vllm", command, config, args.startup_timeout)
+    if not args.skip_llmloop:
+        command = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
+        results["llmloop"] = bench_server("llmloop", command, config, args.startup_timeout)
+    transformers_tok_s = None
+    if not args.skip_transformers:
+        transformers_tok_s = bench_transformers(model_dir, config)
+    print(format_comparison(results, transformers_tok_s))
+    if args.result_json:
+        summary = {name: r.to_dict() for name, r in results.items()}
+        summary["transformers_output_throughput"] = transformers_tok_s
+        Path(args.result_json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def bench_server(
+    name: str, command: list[str], config: dict, startup_timeout: float
+) -> BenchResult:
+    """Start one server on a free port, benchmark it, stop it."""
+    port = _free_port()
+    with _running(name, [*command, "--port", str(port)], port, startup_timeout) as base_url:
+        model = httpx.get(f"{base_url}/v1/models").json()["data"][0]["id"]
+        print(f"[{name}] benchmarking model {model!r} at {base_url}", flush=True)
+        return run_benchmark(BenchConfig(base_url, model, **config), show_progress=True)
+
+
+def bench_transformers(model_dir: Path, config: dict) -> float:
+    """Output tokens per second of ``model.generate`` on batches of ``concurrency`` chat prompts."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    prompts = synthetic_prompts(config["num_requests"], config["prompt_len"], config["seed"])
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
+        for p in prompts
+    ]
+    batch_size, max_tokens = config["concurrency"], config["max_tokens"]
+    num_generated, start = 0, time.perf_counter()
+    for i in tqdm(range(0, len(texts), batch_size), desc="transformers", unit="batch"):
+        batch = tokenizer(texts[i : i + batch_size], return_tensors="pt", padding=True)
+        with torch.inference_mode():
+            output_ids = model.generate(
+                **batch,
+                max_new_tokens=max_tokens,
+                min_new_tokens=max_tokens,  # the servers run with ignore_eos
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            )
+        num_generated += (output_ids.shape[1] - batch["input_ids"].shape[1]) * len(output_ids)
+    return num_generated / (time.perf_counter() - start)
+
+
+def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float | None) -> str:
+    names = list(results)
+    rows = [
+        ("requests completed", lambda r: f"{r.completed}/{r.completed + r.failed}"),
+        ("duration (s)", lambda r: f"{r.duration_s:.2f}"),
+        ("request throughput (req/s)", lambda r: f"{r.request_throughput:.2f}"),
+        ("output throughput (tok/s)", lambda r: f"{r.output_throughput:.1f}"),
+        ("total token throughput (tok/s)", lambda r: f"{r.total_token_throughput:.1f}"),
+    ]
+    for metric in ("ttft", "tpot", "itl", "e2el"):
+        for stat in ("mean", "p50", "p90", "p99"):
+            rows.append((f"{metric.upper()} {stat} (ms)", _stat_getter(metric, stat)))
+    lines = [f"{'metric':<32}" + "".join(f"{n:>14}" for n in names)]
+    lines += [
+        f"{label:<32}" + "".join(f"{get(results[n]):>14}" for n in names) for label, get in rows
+    ]
+    if transformers_tok_s is not None:
+        lines.append(f"{'transformers generate (tok/s)':<32}{transformers_tok_s:>14.1f}")
+    lines.append("")
+    ours, vllm = results.get("llmloop"), results.get("vllm")
+    if ours and vllm:
+        ratio = ours.output_throughput / vllm.output_throughput
+        delta = ours.ttft.percentiles_ms["p50"] - vllm.ttft.percentiles_ms["p50"]
+        lines.append(_verdict("throughput ours / vLLM", ratio, ">=", TARGETS["throughput_vs_vllm"]))
+        lines.append(
+            _verdict("TTFT p50 ours - vLLM (ms)", delta, "<=", TARGETS["ttft_p50_delta_ms"])
+        )
+    if ours and transformers_tok_s:
+        ratio = ours.output_throughput / transformers_tok_s
+        target = TARGETS["throughput_vs_transformers"]
+        lines.append(_verdict("throughput ours / transformers", ratio, ">=", target))
+    return "\n".join(lines)
+
+
+def _stat_getter(metric: str, stat: str):
+    def get(result: BenchResult) -> str:
+        stats = getattr(result, metric)
+        value = stats.mean_ms if stat == "mean" else stats.percentiles_ms[stat]
+        return f"{value:.2f}"
+
+    return get
+
+
+def _verdict(label: str, value: float, op: str, target: float) -> str:
+    passed = value >= target if op == ">=" else value <= target
+    return f"{label:<32}{value:>10.3f}   target {op} {target:g}   {'PASS' if passed else 'FAIL'}"
+
+
+@contextlib.contextmanager
+def _running(name: str, command: list[str], port: int, startup_timeout: float) -> Iterator[str]:
+    """Run a server process until the block ends; yields its base URL once /health is 200."""
+    base_url = f"http://127.0.0.1:{port}"
+    with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log", delete=False) as log:
+        print(f"[{name}] starting: {' '.join(command)} (log: {log.name})", flush=True)
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        try:
+            _wait_healthy(name, process, base_url, startup_timeout, Path(log.name))
+            yield base_url
+        finally:
+            _stop(process)
+
+
+def _wait_healthy(
+    name: str, process: subprocess.Popen, base_url: str, timeout: float, log: Path
+) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"[{name}] exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
+                print(f"[{name}] ready after {time.monotonic() - start:.0f} s", flush=True)
+                return
+        time.sleep(1)  # polling a process we do not control; no event to wait on
+    raise SystemExit(f"[{name}] not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGINT the server's process group (vLLM's workers too), then kill what is left."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name or dir")
+    parser.add_argument("--num-requests", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
+    parser.add_argument("--prompt-len", type=int, default=128, help="words per synthetic prompt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--startup-timeout", type=float, default=600, help="seconds per server")
+    parser.add_argument("--skip-vllm", action="store_true", help="do not run plain vLLM")
+    parser.add_argument("--skip-llmloop", action="store_true", help="do not run llmloop serve")
+    parser.add_argument("--skip-transformers", action="store_true", help="no generate baseline")
+    parser.add_argument("--result-json", help="also write every figure to this JSON file")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
