@@ -1,0 +1,173 @@
+"""``llmloop feedback export``: labelled completions as TRL's conversational datasets.
+
+- sft: ``{"messages": [...]}``: the correction if there is one, else an answer rated +1.
+- dpo: ``{"prompt", "chosen", "rejected"}``: a correction beats the original answer; a preference
+  (``preferred_over``) beats the other completion of the same prompt.
+- kto: ``{"prompt", "completion", "label"}``: ratings give the label; a correction is a good
+  completion and, unless it was rated, marks the original as a bad one.
+
+Every text passes through safety's PII detector again (the log is redacted when written; this is
+the second line), identical rows are dropped, and a manifest beside the file records counts,
+filters and the file's sha256.
+"""
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+from tqdm import tqdm
+
+from serve.feedback.db import redact_url
+from serve.feedback.errors import EmptyExportError
+from serve.feedback.record import prompt_messages
+from serve.feedback.store import ConversationFilter, FeedbackStore
+
+Format = Literal["sft", "dpo", "kto"]
+FORMATS: tuple[str, ...] = ("sft", "dpo", "kto")
+NEEDS = {
+    "sft": "corrections or answers rated +1",
+    "dpo": "corrections or preferences (preferred_over)",
+    "kto": "ratings or corrections",
+}
+
+
+def export(store: FeedbackStore, fmt: Format, out: Path, filters: ConversationFilter) -> dict:
+    """Write ``out`` and ``<out>.manifest.json``; returns the manifest. Nothing is written when
+    no row matches (``EmptyExportError``)."""
+    counts: Counter[str] = Counter()
+    seen: set[str] = set()
+    lines: list[str] = []
+    for source, row in _rows(store, fmt, filters, counts):
+        row, num_pii = _scrub(row)
+        counts["pii_redacted"] += num_pii
+        line = json.dumps(row, ensure_ascii=False, sort_keys=True)
+        digest = hashlib.sha256(line.encode()).hexdigest()
+        if digest in seen:
+            counts["duplicates_dropped"] += 1
+            continue
+        seen.add(digest)
+        counts[f"from_{source}"] += 1
+        lines.append(line)
+    if not lines:
+        raise EmptyExportError(
+            f"nothing to export as {fmt}: it needs {NEEDS[fmt]}, and none match"
+            f"{_describe(filters)}. Label completions in the UI at /ui/ (or POST /v1/feedback), "
+            "or widen --since/--until/--model."
+        )
+    data = "".join(line + "\n" for line in lines).encode()
+    manifest = {
+        "format": fmt,
+        "trl_format": "conversational",
+        "file": out.name,
+        "rows": len(lines),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "db": redact_url(store.db_url),
+        "filters": {k: getattr(filters, k) for k in ("since", "until", "model")},
+        "counts": dict(sorted(counts.items())),
+    }
+    _write_atomic(out, data)
+    _write_atomic(manifest_path(out), (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest
+
+
+def manifest_path(out: Path) -> Path:
+    return out.with_name(out.name + ".manifest.json")
+
+
+def _rows(
+    store: FeedbackStore, fmt: Format, filters: ConversationFilter, counts: Counter
+) -> Iterator[tuple[str, dict]]:
+    total = store.count(ConversationFilter(**{**vars(filters), "labelled": True}))
+    for row in tqdm(store.iter_labelled(filters), total=total, desc="export", unit="row"):
+        counts["completions_scanned"] += 1
+        prompt, answer = _prompt(row), row["output"]
+        correction, rating = row["correction"], row["rating"]
+        if fmt == "sft":
+            best = correction or (answer if rating == 1 else None)
+            if best is not None:
+                yield ("correction" if correction else "rating"), {"messages": prompt + _said(best)}
+        elif fmt == "dpo":
+            if correction and correction != answer:
+                yield "correction", _pair(prompt, correction, answer)
+        elif fmt == "kto":
+            if rating is not None:
+                yield "rating", _kto(prompt, answer, rating == 1)
+            if correction:
+                yield "correction", _kto(prompt, correction, True)
+                if rating is None and correction != answer:
+                    yield "correction", _kto(prompt, answer, False)
+    if fmt == "dpo":
+        yield from _preferences(store, filters)
+
+
+def _preferences(store: FeedbackStore, filters: ConversationFilter) -> Iterator[tuple[str, dict]]:
+    pairs = store.preferences(filters)
+    rows = store.get_many(i for pair in pairs for i in pair)
+    for winner, loser in pairs:
+        chosen, rejected = rows[winner]["output"], rows[loser]["output"]
+        if chosen != rejected:
+            yield "preference", _pair(_prompt(rows[winner]), chosen, rejected)
+
+
+def _prompt(row: dict) -> list[dict]:
+    return prompt_messages(row["messages"], row["prompt"])
+
+
+def _said(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _pair(prompt: list[dict], chosen: str, rejected: str) -> dict:
+    return {"prompt": prompt, "chosen": _said(chosen), "rejected": _said(rejected)}
+
+
+def _kto(prompt: list[dict], completion: str, label: bool) -> dict:
+    return {"prompt": prompt, "completion": _said(completion), "label": label}
+
+
+def _scrub(row: dict) -> tuple[dict, int]:
+    """The row with every PII span replaced by a typed placeholder, stable within the row."""
+    from safety.pii import detect
+    from safety.redact import Redactor
+
+    redactor = Redactor("placeholder")
+    num_found = 0
+
+    def scrub_text(text: str) -> str:
+        nonlocal num_found
+        findings = detect(text)
+        num_found += len(findings)
+        return redactor.redact(text, findings) if findings else text
+
+    def walk(value):
+        if isinstance(value, str):
+            return scrub_text(value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: v if k in ("role", "type", "label") else walk(v) for k, v in value.items()}
+        return value
+
+    return walk(row), num_found
+
+
+def _describe(filters: ConversationFilter) -> str:
+    given = {k: getattr(filters, k) for k in ("since", "until", "model")}
+    given = {k: v for k, v in given.items() if v is not None}
+    return (" (filters: " + ", ".join(f"{k}={v}" for k, v in given.items()) + ")") if given else ""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

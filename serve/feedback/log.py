@@ -1,0 +1,221 @@
+"""The request log: a bounded async writer in front of the database, a disk spool behind it.
+
+``submit`` never blocks on the database and never raises: records go onto a bounded queue that one
+writer task drains in batches (each batch one transaction, in a worker thread). When the queue is
+full or the database is down, records are appended to the fsync'd spool instead and written once
+the database answers again, so nothing acknowledged is lost.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from serve.feedback.db import SQLITE_BUSY_TIMEOUT_S
+from serve.feedback.record import CompletionRecord
+from serve.feedback.spool import Spool, default_spool_dir
+from serve.feedback.store import FeedbackStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LogStats:
+    submitted: int = 0
+    """Records handed to ``submit`` while logging is on."""
+    written: int = 0
+    """Rows inserted into the database (replays included)."""
+    spooled: int = 0
+    """Records that went to the disk spool (database down or queue full)."""
+    db_errors: int = 0
+    """Failed writes or migrations; each one is retried later."""
+    lost: int = 0
+    """Records neither written nor spooled (the spool itself failed, e.g. disk full)."""
+
+
+class RequestLog:
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        max_queue: int = 10_000,
+        spool_dir: Path | None = None,
+        enabled: bool = True,
+        batch_size: int = 256,
+        retry_interval_s: float = 1.0,
+        max_retry_interval_s: float = 15.0,
+        sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+    ):
+        self.store = FeedbackStore(db_url, sqlite_busy_timeout_s=sqlite_busy_timeout_s)
+        self.spool = Spool(spool_dir or default_spool_dir(db_url))
+        self.enabled = enabled
+        self.stats = LogStats()
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._retry_interval_s = retry_interval_s
+        self._max_retry_interval_s = max_retry_interval_s
+        self._backoff_s = retry_interval_s
+        self._retry_at = 0.0  # monotonic; while the database is down, writes wait until then
+        self._db_ready = False  # schema migrated
+        self._queue: asyncio.Queue[CompletionRecord | None] | None = None
+        self._progress: asyncio.Event | None = None
+        self._writer: asyncio.Task | None = None
+        self._num_queued = 0  # records in the queue or in the batch being written
+        self._closing = False
+
+    async def start(self) -> None:
+        """Create/migrate the schema, replay any spool, start the writer; never fails start-up."""
+        self._queue = asyncio.Queue(self._max_queue)
+        self._progress = asyncio.Event()
+        if not self.enabled:
+            return
+        await self._migrate()
+        self._writer = asyncio.create_task(self._run(), name="request-log-writer")
+
+    def submit(self, record: CompletionRecord) -> None:
+        if not self.enabled:
+            return
+        self.stats.submitted += 1
+        try:
+            if self._queue is None or self._closing:
+                self._to_spool([record])
+            else:
+                self._queue.put_nowait(record)
+                self._num_queued += 1
+        except asyncio.QueueFull:
+            self._to_spool([record])
+        except Exception:
+            logger.exception("request log: could not queue %s", record.id)
+
+    async def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until the queue and the spool are written; False if the database stays down."""
+        if self._writer is None:
+            return not self.spool.has_pending()
+        self._retry_at = 0.0  # try the database now instead of after the back-off
+        self._wake()
+        deadline = time.monotonic() + timeout
+        while self._num_queued or self.spool.has_pending():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._writer.done():
+                return False
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+        return True
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Write everything still queued; what the database will not take stays spooled on disk."""
+        if self._writer is not None:
+            await self.flush(timeout)
+            self._closing = True
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._closing = True
+        left = []
+        while self._queue is not None and not self._queue.empty():
+            if (record := self._queue.get_nowait()) is not None:
+                left.append(record)
+        if left:
+            self._to_spool(left)
+            self._num_queued -= len(left)
+        await asyncio.to_thread(self.store.close)
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._next_batch()
+            try:
+                if batch:
+                    await self._write(batch)
+                if self._db_up() and self.spool.has_pending():
+                    await self._replay()
+            except Exception:
+                logger.exception("request log writer: unexpected error")
+            finally:
+                self._num_queued -= len(batch)
+                self._progress.set()
+
+    async def _next_batch(self) -> list[CompletionRecord]:
+        # with a spool to replay, wake up when the back-off ends even if no request arrives
+        wait_s = None
+        if self.spool.has_pending():
+            wait_s = max(self._retry_at - time.monotonic(), 0.0)
+        try:
+            first = await asyncio.wait_for(self._queue.get(), wait_s)
+        except TimeoutError:
+            return []
+        batch = [first] if first is not None else []
+        while len(batch) < self._batch_size and not self._queue.empty():
+            if (record := self._queue.get_nowait()) is not None:
+                batch.append(record)
+        return batch
+
+    async def _write(self, batch: list[CompletionRecord]) -> None:
+        if self._db_up() and (self._db_ready or await self._migrate()):
+            try:
+                self.stats.written += await asyncio.to_thread(self.store.insert_records, batch)
+                self._mark_up()
+                return
+            except Exception as e:
+                self._mark_down(e)
+        await asyncio.to_thread(self._to_spool, batch)
+
+    async def _replay(self) -> None:
+        if not (self._db_ready or await self._migrate()):
+            return
+        try:
+            await asyncio.to_thread(self._replay_sync)
+            self._mark_up()
+        except Exception as e:
+            self._mark_down(e)
+
+    def _replay_sync(self) -> None:
+        for path in self.spool.take():
+            for chunk in self.spool.read(path):
+                self.stats.written += self.store.insert_records(chunk)
+            self.spool.done(path)
+
+    async def _migrate(self) -> bool:
+        try:
+            await asyncio.to_thread(self.store.migrate)
+        except Exception as e:
+            self._mark_down(e)
+            return False
+        self._db_ready = True
+        return True
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _to_spool(self, records: list[CompletionRecord]) -> None:
+        try:
+            self.spool.append(records)
+            self.stats.spooled += len(records)
+        except Exception:
+            self.stats.lost += len(records)
+            logger.exception("request log: could not spool %d records", len(records))
+
+    def _db_up(self) -> bool:
+        return time.monotonic() >= self._retry_at
+
+    def _mark_up(self) -> None:
+        self._backoff_s = self._retry_interval_s
+        self._retry_at = 0.0
+
+    def _mark_down(self, error: Exception) -> None:
+        self.stats.db_errors += 1
+        logger.warning(
+            "request log: database unavailable (%s); spooling to %s, retrying in %.1fs",
+            str(error).splitlines()[0] if str(error) else type(error).__name__,
+            self.spool.dir,
+            self._backoff_s,
+        )
+        self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self._max_retry_interval_s)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)

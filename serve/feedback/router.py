@@ -1,0 +1,172 @@
+"""HTTP: ``POST /v1/feedback``, the labelling UI at ``/ui/`` and its JSON API under ``/ui/api/``.
+
+The log comes from ``request.app.state.request_log``. The app's auth covers every path here;
+``PUBLIC_PATHS`` (the static page, script and style, which hold no data) may be exempted so a
+browser can load the page and its login form before it has the key.
+"""
+
+import hashlib
+import json
+from importlib.resources import files
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serve.errors import BadRequestError, NotFoundError
+from serve.feedback.errors import FeedbackError, UnknownCompletionError
+from serve.feedback.log import RequestLog
+from serve.feedback.store import ConversationFilter, Feedback, parse_time
+
+router = APIRouter()
+
+UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+PUBLIC_PATHS = ("/ui", "/ui/", *(f"/ui/{name}" for name in UI_FILES))
+API_KEY_COOKIE = "llmloop_api_key"
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: at least one of rating, correction, comment, preferred_over."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    completion_id: str = Field(min_length=1, max_length=128)
+    """The ``id`` of a logged chat/completions response."""
+    rating: Literal[1, -1] | None = None
+    """1: good answer, -1: bad answer."""
+    correction: str | None = Field(default=None, min_length=1, max_length=100_000)
+    """The answer the model should have given."""
+    comment: str | None = Field(default=None, max_length=10_000)
+    """Free text for the labelling team."""
+    preferred_over: str | None = Field(default=None, min_length=1, max_length=128)
+    """Another completion of the same prompt that ``completion_id`` is better than."""
+
+    @model_validator(mode="after")
+    def _says_something(self) -> "FeedbackRequest":
+        if (self.rating, self.correction, self.comment, self.preferred_over) == (None,) * 4:
+            raise ValueError("give at least one of rating, correction, comment, preferred_over")
+        return self
+
+
+@router.post(
+    "/v1/feedback",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
+        }
+    },
+)
+async def create_feedback(request: Request) -> dict:
+    body = _parse_feedback(await request.body())
+    log = _request_log(request)
+    fb = Feedback(**body.model_dump(), api_key_id=_api_key_id(request))
+    return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
+
+
+# -- the UI's JSON API --------------------------------------------------------------------------
+
+
+@router.get("/ui/api/conversations")
+def list_conversations(
+    request: Request,
+    model: str | None = None,
+    rating: Literal[1, -1] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    unlabelled: bool = False,
+    q: Annotated[str | None, Query(max_length=500)] = None,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict:
+    filters = ConversationFilter(
+        model=model or None,
+        rating=rating,
+        since=_store_call(parse_time, since, name="since") if since else None,
+        until=_store_call(parse_time, until, name="until") if until else None,
+        unlabelled=unlabelled,
+        q=q or None,
+    )
+    store = _request_log(request).store
+    page = _store_call(store.list_conversations, filters, cursor=cursor, limit=limit)
+    page["total"] = store.count(filters)
+    return page
+
+
+@router.get("/ui/api/conversations/{completion_id}")
+def get_conversation(request: Request, completion_id: str) -> dict:
+    store = _request_log(request).store
+    row = store.get(completion_id)
+    if row is None:
+        raise NotFoundError(f"no logged completion with id {completion_id!r}", param="id")
+    row["siblings"] = store.siblings(completion_id, row.pop("prompt_hash"))
+    return row
+
+
+@router.get("/ui/api/models")
+def list_models(request: Request) -> dict:
+    return {"data": sorted(_request_log(request).store.models())}
+
+
+# -- the static page ----------------------------------------------------------------------------
+
+
+@router.get("/ui", include_in_schema=False)
+def ui_redirect() -> RedirectResponse:
+    return RedirectResponse("/ui/")
+
+
+@router.get("/ui/", include_in_schema=False)
+def ui_page() -> HTMLResponse:
+    return HTMLResponse(_ui_file("index.html"))
+
+
+@router.get("/ui/{name}", include_in_schema=False)
+def ui_asset(name: str) -> Response:
+    if name not in UI_FILES:
+        raise NotFoundError(f"no UI file {name!r}")
+    return Response(_ui_file(name), media_type=UI_FILES[name])
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _parse_feedback(raw: bytes) -> FeedbackRequest:
+    try:
+        return FeedbackRequest.model_validate(json.loads(raw))
+    except json.JSONDecodeError as e:
+        raise BadRequestError(f"the body is not valid JSON: {e}") from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        raise BadRequestError(f"{param or 'body'}: {first['msg']}", param=param) from e
+
+
+def _store_call(fn, *args, **kwargs):
+    """Run a store method, turning the package's errors into the server's HTTP errors."""
+    try:
+        return fn(*args, **kwargs)
+    except UnknownCompletionError as e:
+        raise NotFoundError(str(e), param="completion_id") from e
+    except FeedbackError as e:
+        raise BadRequestError(str(e)) from e
+
+
+def _request_log(request: Request) -> RequestLog:
+    log = getattr(request.app.state, "request_log", None)
+    if log is None:
+        raise NotFoundError("this server keeps no request log (it was started without one)")
+    return log
+
+
+def _api_key_id(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+    key = key or request.cookies.get(API_KEY_COOKIE)
+    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
+
+
+def _ui_file(name: str) -> str:
+    return (files("serve.feedback") / "ui" / name).read_text(encoding="utf-8")

@@ -1,0 +1,105 @@
+"""The log's tables, the same on SQLite and PostgreSQL, and the migrations that build them.
+
+A completion row keeps the latest rating and correction beside the full feedback history, so the
+UI's filters (rating, unlabelled) and the export read one indexed table even at 100k+ rows.
+"""
+
+from collections.abc import Callable
+
+from alembic.migration import MigrationContext
+from alembic.operations import Operations
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+)
+
+metadata = MetaData()
+
+completions = Table(
+    "completions",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("created", Float, nullable=False),  # unix seconds
+    Column("endpoint", String(32), nullable=False),
+    Column("model", String(256), nullable=False),
+    Column("base_model", String(512), nullable=False),
+    Column("adapter", String(256)),
+    Column("adapter_version", Integer),
+    Column("messages", JSON),
+    Column("prompt", Text),
+    Column("citations", JSON, nullable=False),
+    Column("sampling_params", JSON, nullable=False),
+    Column("choices", JSON, nullable=False),
+    Column("output", Text, nullable=False),  # choices[0].text, for search and the list view
+    Column("finish_reason", String(32)),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("latency_s", Float, nullable=False),
+    Column("api_key_id", String(64)),
+    Column("user", String(256)),
+    Column("prompt_hash", String(64), nullable=False),
+    Column("search_text", Text, nullable=False),  # lower-cased prompt + output
+    Column("prompt_preview", String(256), nullable=False),  # the last user turn, for the list
+    # the latest feedback, denormalised from `feedback` for fast filters
+    Column("rating", Integer),
+    Column("correction", Text),
+    Column("num_feedback", Integer, nullable=False, server_default="0"),
+    Index("ix_completions_created", "created", "id"),
+    Index("ix_completions_model_created", "model", "created"),
+    Index("ix_completions_rating_created", "rating", "created"),
+    Index("ix_completions_labelled_created", "num_feedback", "created"),
+    Index("ix_completions_prompt_hash", "prompt_hash"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("completion_id", String(128), ForeignKey("completions.id"), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("rating", Integer),
+    Column("correction", Text),
+    Column("comment", Text),
+    Column("preferred_over", String(128), ForeignKey("completions.id")),
+    Column("api_key_id", String(64)),
+    Index("ix_feedback_completion_id", "completion_id"),
+    Index("ix_feedback_preferred_over", "preferred_over"),
+)
+
+schema_version = Table(
+    "llmloop_schema_version",
+    MetaData(),
+    Column("version", Integer, primary_key=True),
+)
+
+
+def _v1_initial(op: Operations) -> None:
+    metadata.create_all(op.get_bind())
+
+
+# Append-only: each entry upgrades the schema by one version with Alembic operations
+# (op.add_column, op.create_index, ...); released entries are never edited.
+MIGRATIONS: list[Callable[[Operations], None]] = [_v1_initial]
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the schema to the latest version inside ``conn``'s transaction; returns that version."""
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(select(schema_version.c.version)).scalar() or 0
+    op = Operations(MigrationContext.configure(conn))
+    for version, upgrade in enumerate(MIGRATIONS[current:], start=current + 1):
+        upgrade(op)
+        conn.execute(schema_version.delete())
+        conn.execute(insert(schema_version).values(version=version))
+    return len(MIGRATIONS)
