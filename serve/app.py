@@ -1,0 +1,189 @@
+"""The FastAPI application: ``create_app`` wires routers, error handlers and the engine lifecycle.
+
+The HTTP server comes up first and answers ``/health`` with 503 while the engine starts (tens of
+seconds on CPU), then 200. Heavy objects live on ``app.state``: ``engine``, ``config``,
+``sampling_defaults``, ``metrics``.
+"""
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.config import ServerConfig
+from serve.deps import require_api_key
+from serve.engine_api import Engine
+from serve.errors import (
+    APIError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    RequestTooLargeError,
+)
+from serve.metrics import ServerMetrics
+from serve.routes import adapters, chat, completions, health, models
+
+logger = logging.getLogger("llmloop.serve")
+
+EngineFactory = Callable[[], Awaitable[Engine]]
+
+
+def create_app(
+    config: ServerConfig,
+    engine_factory: EngineFactory,
+    sampling_defaults: dict | None = None,
+    on_engine_failure: Callable[[BaseException], None] | None = None,
+) -> FastAPI:
+    app = FastAPI(title="llmloop", version="0.1.0", lifespan=_lifespan)
+    app.state.config = config
+    app.state.engine = None
+    app.state.engine_factory = engine_factory
+    app.state.on_engine_failure = on_engine_failure
+    app.state.sampling_defaults = dict(sampling_defaults or {}) | dict(config.default_sampling)
+    app.state.metrics = ServerMetrics()
+
+    app.include_router(health.router)
+    protected = [Depends(require_api_key)]
+    for router in (models.router, chat.router, completions.router, adapters.router):
+        app.include_router(router, dependencies=protected)
+    _add_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)
+    return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    starting = asyncio.create_task(_start_engine(app))
+    try:
+        yield
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        if app.state.engine is not None:
+            app.state.engine.shutdown()
+            app.state.engine = None
+
+
+async def _start_engine(app: FastAPI) -> None:
+    try:
+        engine = await app.state.engine_factory()
+        for name, path in app.state.config.adapters:
+            await engine.add_lora(name, path)
+            logger.info("loaded adapter %s from %s", name, path)
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
+        logger.exception("engine failed to start")
+        if app.state.on_engine_failure is not None:
+            app.state.on_engine_failure(e)
+        return
+    app.state.engine = engine
+    logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return await api_error(request, _to_bad_request(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error_type = {404: NotFoundError, 413: RequestTooLargeError}.get(
+            exc.status_code, BadRequestError
+        )
+        error = error_type(str(exc.detail))
+        error.status_code = exc.status_code
+        return await api_error(request, error)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await api_error(
+            request, InternalServerError("internal server error; see the server log")
+        )
+
+
+def _to_bad_request(exc: RequestValidationError) -> BadRequestError:
+    """Pydantic's errors → one OpenAI-style 400 naming the first offending field."""
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return BadRequestError("the request body is not valid JSON", code="invalid_json")
+    param = _param_path(first.get("loc", ())) or None
+    message = (
+        "field required" if first.get("type") == "missing" else first.get("msg", "invalid value")
+    )
+    return BadRequestError(
+        f"{param + ': ' if param else ''}{message}", param=param, code="invalid_value"
+    )
+
+
+def _param_path(loc: tuple) -> str:
+    """('body', 'messages', 0, 'content', 'str') → 'messages[0].content'. Union members that
+    pydantic adds to the location ('str', 'list[int]', 'function-after[...]') are dropped."""
+    path = ""
+    for part in loc[1:] if loc[:1] == ("body",) else loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.isidentifier() and part not in _TYPE_TAGS:
+            path += f".{part}" if path else part
+    return path
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over ``max_bytes``: by Content-Length up front, or while reading a chunked body."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._reject(send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # FastAPI passes HTTPExceptions raised while reading the body through unchanged.
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _message(self) -> str:
+        return f"request body exceeds {self.max_bytes} bytes; raise --max-request-body-bytes or send less"
+
+    async def _reject(self, send) -> None:
+        error = RequestTooLargeError(self._message(), code="request_too_large")
+        body = json.dumps(error.to_dict()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

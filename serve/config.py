@@ -1,0 +1,104 @@
+"""Server and engine configuration: one frozen dataclass per concern, validated once when built.
+
+Every field's docstring is its ``llmloop serve --help`` text (see ``serve/cli.py``).
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmloop.errors import LLMLoopError
+
+
+class ConfigError(LLMLoopError):
+    pass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What vLLM runs. The scale-out knobs are vLLM's own and are passed through unchanged."""
+
+    model_dir: Path
+    """The base model directory (HF format, on disk)."""
+    served_model_name: str
+    """The name clients put in `model` for the base model."""
+    dtype: str = "bfloat16"
+    """Weights and activations dtype (vLLM --dtype)."""
+    max_model_len: int | None = None
+    """Context length per sequence, prompt + output tokens (default: the model's, capped at 8192 on CPU)."""
+    max_num_seqs: int = 64
+    """Sequences batched together per engine step (vLLM --max-num-seqs)."""
+    max_waiting_requests: int = 512
+    """Requests allowed to wait beyond the running batch; more are refused with 503 + Retry-After."""
+    enforce_eager: bool = True
+    """Skip graph capture / torch.compile (faster start; on CPU eager is what vLLM supports well)."""
+    gpu_memory_utilization: float = 0.9
+    """GPU: fraction of device memory vLLM may use (vLLM --gpu-memory-utilization)."""
+    kv_cache_memory_bytes: int | None = None
+    """KV-cache size in bytes; default on CPU: 2 GiB (on GPU: from --gpu-memory-utilization)."""
+    tensor_parallel_size: int = 1
+    """Shard each layer over this many GPUs (vLLM --tensor-parallel-size)."""
+    pipeline_parallel_size: int = 1
+    """Split the layers into this many stages (vLLM --pipeline-parallel-size)."""
+    data_parallel_size: int = 1
+    """Replicas of the whole model (vLLM --data-parallel-size)."""
+    distributed_executor_backend: str | None = None
+    """"mp" or "ray" for multi-GPU / multi-node (vLLM --distributed-executor-backend)."""
+    quantization: str | None = None
+    """Online or checkpoint quantization method vLLM should use (vLLM --quantization)."""
+    enable_lora: bool = True
+    """Serve LoRA adapters (--adapter, /v1/load_lora_adapter)."""
+    max_lora_rank: int = 64
+    """Largest LoRA rank an adapter may have."""
+    max_loras: int = 4
+    """Adapters usable in the same batch."""
+    max_cpu_loras: int | None = None
+    """Adapters kept loaded in memory (default: max_loras)."""
+    seed: int = 0
+    """Engine seed (per-request `seed` still decides a request's sampling)."""
+
+    def __post_init__(self):
+        if self.max_num_seqs < 1:
+            raise ConfigError(f"--max-num-seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_waiting_requests < 0:
+            raise ConfigError(
+                f"--max-waiting-requests must be >= 0, got {self.max_waiting_requests}"
+            )
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError("--gpu-memory-utilization must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the HTTP server does around the engine."""
+
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = 8000
+    """TCP port to listen on."""
+    api_keys: tuple[str, ...] = ()
+    """Accepted API keys (`Authorization: Bearer KEY`); none: no authentication."""
+    adapters: tuple[tuple[str, str], ...] = ()
+    """LoRA adapters to load at start, as (name, path)."""
+    max_request_body_bytes: int = 8 << 20
+    """Larger request bodies are refused with 413."""
+    drain_timeout_s: float = 30.0
+    """On SIGTERM, how long in-flight requests may take to finish before the server exits."""
+    db_url: str | None = None
+    """Request/feedback log database URL (SQLite path URL or postgresql://...); None: the default."""
+    store_requests: bool = True
+    """Log every completion (requests can still opt out with `store: false`)."""
+    rag_index: str | None = None
+    """Default RAG index for chat requests that do not name one."""
+    safety_policy: str | None = None
+    """Safety policy YAML; None: the safe defaults."""
+    safety: bool = True
+    """Apply the safety layer (PII redaction, harmful-content filter) on input and output."""
+    default_sampling: dict = field(default_factory=dict)
+    """Server defaults for sampling fields a request leaves unset (request > server > OpenAI)."""
+
+    def __post_init__(self):
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"--port must be in 1..65535, got {self.port}")
+        names = [name for name, _ in self.adapters]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"--adapter names must be unique, got {names}")

@@ -1,0 +1,248 @@
+"""The engine adapter: the one module that imports vllm.
+
+``VllmEngine`` runs vLLM's ``AsyncLLM`` in-process (continuous batching, paged KV cache, prefix
+caching, multi-LoRA) behind the interface of ``serve.engine_api``.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.generate.beam_search.online import BeamSearchOnlineMixin
+from vllm.exceptions import GracefulHTTPError, VLLMClientError
+from vllm.inputs.engine import tokens_input
+from vllm.lora.request import LoRARequest
+from vllm.outputs import RequestOutput
+from vllm.platforms import current_platform
+from vllm.sampling_params import BeamSearchParams, RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineGenerateError
+
+from serve.config import EngineConfig
+from serve.engine_api import (
+    EngineOutput,
+    EngineOverloadedError,
+    EngineRequestError,
+    EngineStats,
+    LoadedAdapter,
+    SamplingOptions,
+    SequenceOutput,
+    TokenLogprob,
+)
+
+logger = logging.getLogger(__name__)
+
+_GiB = 1 << 30
+
+
+def build_engine_args(config: EngineConfig) -> AsyncEngineArgs:
+    """vLLM engine arguments for ``config``; CPU gets a fixed KV-cache budget (see below)."""
+    kv_cache_memory_bytes = config.kv_cache_memory_bytes
+    if kv_cache_memory_bytes is None and current_platform.is_cpu():
+        # On CPU, --gpu-memory-utilization is a fraction of the whole NUMA node's RAM (0.92 by
+        # default), which fails as soon as anything else uses memory. A fixed budget is what a
+        # small CPU deployment wants; 2 GiB holds ~90k tokens of the default model's KV cache.
+        kv_cache_memory_bytes = 2 * _GiB
+    return AsyncEngineArgs(
+        model=str(config.model_dir),
+        served_model_name=[config.served_model_name],
+        tokenizer=str(config.model_dir),
+        dtype=config.dtype,
+        max_model_len=config.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        max_num_queued_reqs=config.max_num_seqs + config.max_waiting_requests,
+        enable_prefix_caching=True,
+        enforce_eager=config.enforce_eager,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        kv_cache_memory_bytes=kv_cache_memory_bytes,
+        tensor_parallel_size=config.tensor_parallel_size,
+        pipeline_parallel_size=config.pipeline_parallel_size,
+        data_parallel_size=config.data_parallel_size,
+        distributed_executor_backend=config.distributed_executor_backend,
+        quantization=config.quantization,
+        enable_lora=config.enable_lora,
+        max_lora_rank=config.max_lora_rank,
+        max_loras=config.max_loras,
+        max_cpu_loras=config.max_cpu_loras,
+        seed=config.seed,
+        disable_log_stats=False,  # feeds the vllm:* Prometheus metrics on /metrics
+    )
+
+
+class VllmEngine:
+    """``serve.engine_api.Engine`` over vLLM's in-process ``AsyncLLM``."""
+
+    def __init__(self, llm: AsyncLLM, config: EngineConfig):
+        self._llm = llm
+        self.model_name = config.served_model_name
+        self.max_model_len = llm.model_config.max_model_len
+        self.tokenizer = llm.get_tokenizer()
+        self.vocab_size = llm.model_config.get_vocab_size()
+        self._lora_requests: dict[str, LoRARequest] = {}
+        self._adapters: dict[str, LoadedAdapter] = {}
+        self._next_lora_id = 1
+        self._beam_search = _BeamSearcher(llm)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "VllmEngine":
+        """Start the engine (blocking: tens of seconds on CPU; call it from a worker thread)."""
+        return cls(AsyncLLM.from_engine_args(build_engine_args(config)), config)
+
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        request_id: str,
+        lora_name: str | None = None,
+    ) -> AsyncIterator[EngineOutput]:
+        lora_request = self._lora_requests.get(lora_name) if lora_name else None
+        prompt = tokens_input(prompt_token_ids)
+        try:
+            if options.use_beam_search:
+                outputs = self._beam_search.beam_search(
+                    prompt, request_id, _to_beam_search_params(options), lora_request
+                )
+            else:
+                outputs = self._llm.generate(
+                    prompt, _to_sampling_params(options), request_id, lora_request=lora_request
+                )
+            async for output in outputs:
+                yield _from_request_output(output)
+        except GracefulHTTPError as e:  # admission control: the queue bound was reached
+            raise EngineOverloadedError(str(e)) from e
+        except (VLLMClientError, ValueError) as e:
+            raise EngineRequestError(str(e)) from e
+        except EngineGenerateError as e:
+            if isinstance(e.__cause__, ValueError):
+                raise EngineRequestError(str(e.__cause__)) from e
+            raise
+
+    async def add_lora(self, name: str, path: str) -> LoadedAdapter:
+        if name in self._lora_requests:
+            raise EngineRequestError(f"an adapter named {name!r} is already loaded")
+        request = LoRARequest(lora_name=name, lora_int_id=self._next_lora_id, lora_path=path)
+        try:
+            await self._llm.add_lora(request)
+        except Exception as e:  # vLLM raises several types for unreadable or mismatched adapters
+            raise EngineRequestError(f"cannot load adapter {name!r} from {path}: {e}") from e
+        self._next_lora_id += 1
+        self._lora_requests[name] = request
+        self._adapters[name] = LoadedAdapter(name=name, path=path, created=int(time.time()))
+        return self._adapters[name]
+
+    async def remove_lora(self, name: str) -> None:
+        request = self._lora_requests.pop(name)
+        self._adapters.pop(name)
+        await self._llm.remove_lora(request.lora_int_id)
+
+    def list_loras(self) -> list[LoadedAdapter]:
+        return list(self._adapters.values())
+
+    def stats(self) -> EngineStats:
+        return EngineStats(num_running=self._llm.get_num_unfinished_requests())
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()
+
+
+@dataclass
+class _BeamSearcher(BeamSearchOnlineMixin):
+    """vLLM's own online beam search (the one its OpenAI server uses), bound to our engine."""
+
+    engine_client: AsyncLLM
+
+    def __post_init__(self):
+        self.renderer = self.engine_client.renderer
+
+
+def _to_sampling_params(options: SamplingOptions) -> SamplingParams:
+    return SamplingParams(
+        n=options.n,
+        max_tokens=options.max_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k or 0,
+        min_p=options.min_p,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        seed=options.seed,
+        stop=list(options.stop),
+        ignore_eos=options.ignore_eos,
+        logprobs=options.logprobs,
+        prompt_logprobs=options.prompt_logprobs,
+        output_kind=RequestOutputKind.DELTA if options.stream else RequestOutputKind.FINAL_ONLY,
+    )
+
+
+def _to_beam_search_params(options: SamplingOptions) -> BeamSearchParams:
+    return BeamSearchParams(
+        beam_width=options.n,
+        max_tokens=options.max_tokens,
+        ignore_eos=options.ignore_eos,
+        temperature=options.temperature,
+        length_penalty=options.length_penalty,
+    )
+
+
+def _from_request_output(output: RequestOutput) -> EngineOutput:
+    return EngineOutput(
+        request_id=output.request_id,
+        outputs=[
+            SequenceOutput(
+                index=o.index,
+                text=o.text,
+                token_ids=list(o.token_ids),
+                logprobs=_from_logprobs(o.token_ids, o.logprobs),
+                finish_reason=o.finish_reason,
+            )
+            for o in output.outputs
+        ],
+        finished=output.finished,
+        num_prompt_tokens=len(output.prompt_token_ids or ()),
+        prompt_logprobs=(
+            _from_logprobs(output.prompt_token_ids, output.prompt_logprobs)
+            if output.prompt_logprobs is not None
+            else None
+        ),
+        num_cached_tokens=output.num_cached_tokens or 0,
+    )
+
+
+def _from_logprobs(token_ids, logprobs) -> list[TokenLogprob | None] | None:
+    """vLLM's per-position ``{token_id: Logprob}`` dicts → the chosen token's logprob plus the
+    top alternatives (by rank), with decoded token text."""
+    if logprobs is None:
+        return None
+    converted: list[TokenLogprob | None] = []
+    for token_id, position in zip(token_ids, logprobs, strict=False):
+        if position is None:  # the first prompt token has nothing to be conditioned on
+            converted.append(None)
+            continue
+        chosen = position[token_id]
+        ranked = sorted(
+            (lp for tid, lp in position.items() if lp.rank is not None and lp.rank > 0),
+            key=lambda lp: lp.rank,
+        )
+        converted.append(
+            TokenLogprob(
+                token=chosen.decoded_token or "",
+                logprob=max(chosen.logprob, -9999.0),
+                top_logprobs=tuple(
+                    (lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked
+                ),
+            )
+        )
+    return converted
+
+
+async def start_engine(config: EngineConfig) -> VllmEngine:
+    """Start the engine off the event loop, so the server answers /health (503) meanwhile."""
+    return await asyncio.to_thread(VllmEngine.from_config, config)

@@ -1,0 +1,138 @@
+"""The small engine interface the server talks to.
+
+``serve/engine.py`` implements it with vLLM's ``AsyncLLM`` (the only module that imports vllm);
+tests implement it with an in-process fake. Field names follow ``vllm.SamplingParams`` and
+``vllm.RequestOutput`` so the mapping stays obvious.
+"""
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class EngineRequestError(ValueError):
+    """The engine rejected a request's parameters; the message says which (rendered as a 400)."""
+
+
+class EngineOverloadedError(RuntimeError):
+    """The engine's queue bound was reached (rendered as a 503 with Retry-After)."""
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What one request asks the engine to do; names and defaults as ``vllm.SamplingParams``."""
+
+    n: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    """``None`` disables top-k."""
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    logprobs: int | None = None
+    """Top log-probabilities to return per generated token (0: only the sampled token's)."""
+    prompt_logprobs: int | None = None
+    """Top log-probabilities to return per prompt token (``echo`` + ``logprobs``)."""
+    use_beam_search: bool = False
+    """Beam search with beam width ``n``."""
+    length_penalty: float = 1.0
+    stream: bool = False
+    """Deliver outputs as deltas (streaming) instead of once at the end."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token: str
+    logprob: float
+    top_logprobs: tuple[tuple[str, float], ...] = ()
+    """The most likely tokens at this position, best first, as (token, logprob)."""
+
+
+@dataclass
+class SequenceOutput:
+    """One of the ``n`` sequences of a request; with ``stream`` only what is new since last time."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    """"stop" | "length" | "abort" once finished, else None."""
+
+
+@dataclass
+class EngineOutput:
+    request_id: str
+    outputs: list[SequenceOutput]
+    finished: bool
+    num_prompt_tokens: int
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    """One entry per prompt token; the first is None (nothing precedes it)."""
+    num_cached_tokens: int = 0
+
+
+@dataclass
+class LoadedAdapter:
+    name: str
+    path: str
+    created: int = 0
+    """Unix seconds when it was loaded."""
+
+
+@dataclass
+class EngineStats:
+    num_running: int = 0
+    num_waiting: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Tokenizer(Protocol):
+    """The subset of a Hugging Face tokenizer the server uses."""
+
+    eos_token_id: int | None
+
+    def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+    def apply_chat_template(self, conversation: list[dict], **kwargs) -> str | list[int]: ...
+
+
+class Engine(Protocol):
+    model_name: str
+    """The base model's served name."""
+    max_model_len: int
+    """Prompt + generated tokens one sequence may hold."""
+    vocab_size: int
+    tokenizer: Tokenizer
+
+    def generate(
+        self,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        request_id: str,
+        lora_name: str | None = None,
+    ) -> AsyncIterator[EngineOutput]:
+        """Outputs for one prompt until ``finished``; closing the iterator aborts the request.
+
+        Raises ``EngineRequestError`` for parameters the engine rejects and
+        ``EngineOverloadedError`` when its queue is full."""
+        ...
+
+    async def add_lora(self, name: str, path: str) -> LoadedAdapter: ...
+
+    async def remove_lora(self, name: str) -> None: ...
+
+    def list_loras(self) -> list[LoadedAdapter]: ...
+
+    def stats(self) -> EngineStats: ...
+
+    async def check_health(self) -> None: ...
+
+    def shutdown(self) -> None: ...

@@ -1,0 +1,299 @@
+"""OpenAI request and response models. Request fields follow OpenAI's docs order; vLLM's
+extensions and llmloop's own sit in marked blocks. Each request builds its own engine options
+(``to_sampling_options``): request value > server default > OpenAI default."""
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve.engine_api import SamplingOptions
+
+_INT64 = 2**63
+
+# Sampling fields a server may default (from the model's generation_config.json or config).
+DEFAULTABLE_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
+_OPENAI_DEFAULTS = {
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "top_k": None,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+}
+
+
+class OpenAIModel(BaseModel):
+    # Unknown fields are ignored, as OpenAI's and vLLM's servers do.
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class StreamOptions(OpenAIModel):
+    include_usage: bool = False
+
+
+class RagOptions(OpenAIModel):
+    index: str | None = None
+    """Index to retrieve from (default: the server's --rag-index)."""
+    top_k: int = Field(4, ge=1, le=50)
+
+
+class TextContentPart(OpenAIModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(OpenAIModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part.text for part in self.content)
+        return self.content or ""
+
+
+class SamplingRequest(OpenAIModel):
+    """Fields chat and text completions share."""
+
+    model: str
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1)
+    n: int = Field(1, ge=1, le=64)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    seed: int | None = Field(None, ge=-_INT64, lt=_INT64)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    user: str | None = None
+
+    # --- vLLM extensions (names as vLLM's OpenAI server) ---
+    top_k: int | None = Field(None, ge=-1)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=2.0)
+    use_beam_search: bool = False
+    length_penalty: float = 1.0
+    ignore_eos: bool = False
+
+    # --- llmloop extensions ---
+    store: bool | None = None
+    """False: do not log this request (OpenAI's field)."""
+
+    @model_validator(mode="after")
+    def _check_stop(self):
+        if isinstance(self.stop, list) and len(self.stop) > 16:
+            raise ValueError("stop: at most 16 sequences")
+        if self.use_beam_search and self.stream:
+            raise ValueError("use_beam_search: streaming is not supported with beam search")
+        return self
+
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        return tuple(s for s in stops if s)
+
+    def to_sampling_options(
+        self,
+        max_tokens: int,
+        defaults: dict[str, Any],
+        logprobs: int | None,
+        prompt_logprobs: int | None,
+    ) -> SamplingOptions:
+        def pick(name: str):
+            value = getattr(self, name)
+            if value is not None:
+                return value
+            return defaults.get(name, _OPENAI_DEFAULTS[name])
+
+        top_k = pick("top_k")
+        return SamplingOptions(
+            n=self.n,
+            max_tokens=max_tokens,
+            temperature=pick("temperature"),
+            top_p=pick("top_p"),
+            top_k=top_k if top_k and top_k > 0 else None,
+            min_p=pick("min_p"),
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            repetition_penalty=pick("repetition_penalty"),
+            seed=self.seed,
+            stop=self.stop_sequences(),
+            ignore_eos=self.ignore_eos,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+            use_beam_search=self.use_beam_search,
+            length_penalty=self.length_penalty,
+            stream=self.stream,
+        )
+
+    def sampling_record(self) -> dict:
+        """The sampling fields as sent, for the request log."""
+        fields = SamplingRequest.model_fields.keys() - {"model", "stream_options", "user", "store"}
+        return self.model_dump(include=fields, exclude_none=True)
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+    # --- llmloop extensions ---
+    rag: RagOptions | None = None
+    """Retrieve context for the last user turn from an index; the response carries citations."""
+
+    @model_validator(mode="after")
+    def _check_logprobs(self):
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs: requires logprobs to be true")
+        return self
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(SamplingRequest):
+    prompt: (
+        str
+        | Annotated[list[str], Field(min_length=1)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
+    )
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=20)
+    max_tokens: int | None = Field(16, ge=1)  # OpenAI's completions default
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompt as a list of text or token-id prompts."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
+
+
+# --- responses ---
+
+
+class UsageInfo(OpenAIModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class Citation(OpenAIModel):
+    source: str
+    chunk_id: str
+    score: float
+    text: str
+
+
+class TopLogprob(OpenAIModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(OpenAIModel):
+    content: list[ChatTokenLogprob] | None = None
+
+
+class ChatResponseMessage(OpenAIModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    refusal: str | None = None
+
+
+class ChatCompletionChoice(OpenAIModel):
+    index: int
+    message: ChatResponseMessage
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionResponse(OpenAIModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: UsageInfo
+    system_fingerprint: str | None = None
+    citations: list[Citation] | None = None
+
+
+class ChatDelta(OpenAIModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    refusal: str | None = None
+
+
+class ChatChunkChoice(OpenAIModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(OpenAIModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: UsageInfo | None = None
+    citations: list[Citation] | None = None
+
+
+class CompletionLogprobs(OpenAIModel):
+    text_offset: list[int] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    tokens: list[str] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+
+
+class CompletionChoice(OpenAIModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class CompletionResponse(OpenAIModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+
+class ModelCard(OpenAIModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "llmloop"
+    root: str | None = None
+    parent: str | None = None
+    max_model_len: int | None = None
+
+
+class ModelList(OpenAIModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class LoadLoRAAdapterRequest(OpenAIModel):
+    lora_name: Annotated[str, Field(min_length=1, max_length=256)]
+    lora_path: Annotated[str, Field(min_length=1)]
+
+
+class UnloadLoRAAdapterRequest(OpenAIModel):
+    lora_name: Annotated[str, Field(min_length=1)]

@@ -1,0 +1,45 @@
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from serve.app import create_app
+from serve.config import ServerConfig
+from tests.serve.fakes import FakeEngine
+
+
+def wait_until_ready(client: TestClient, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() < deadline, "the app never became ready"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., TestClient]]:
+    """``make_client(engine=None, **ServerConfig fields)`` → a ready TestClient on a fake engine."""
+    clients: list[TestClient] = []
+
+    def make(engine: FakeEngine | None = None, **config) -> TestClient:
+        engine = engine or FakeEngine()
+
+        async def factory():
+            return engine
+
+        app = create_app(ServerConfig(**config), factory)
+        client = TestClient(app, raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        wait_until_ready(client)
+        client.engine = engine
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    return make_client()

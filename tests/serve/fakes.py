@@ -1,0 +1,131 @@
+"""An in-process fake of ``serve.engine_api.Engine`` for fast protocol tests.
+
+It "generates" by echoing the prompt's characters back (one token per character), which makes
+outputs predictable: deltas, stops, lengths, logprobs and n all have known values."""
+
+import asyncio
+import time
+
+from serve.engine_api import (
+    EngineOutput,
+    EngineOverloadedError,
+    EngineStats,
+    LoadedAdapter,
+    SamplingOptions,
+    SequenceOutput,
+    TokenLogprob,
+)
+
+
+class CharTokenizer:
+    """One token per character (code point + 3); ids 0..2 are special."""
+
+    eos_token_id = 2
+    chat_template = "fake"
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return [ord(c) + 3 for c in text]
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(chr(t - 3) for t in token_ids if t >= 3)
+
+    def apply_chat_template(self, conversation, tokenize=False, add_generation_prompt=True, **kwargs) -> str:
+        if any(m["role"] == "tool" for m in conversation):
+            raise ValueError("this template has no tool role")
+        return "".join(f"<{m['role']}>{m['content']}" for m in conversation) + "<assistant>"
+
+
+class FakeEngine:
+    model_name = "fake-model"
+    max_model_len = 256
+    vocab_size = 70_000
+
+    def __init__(self, reply: str | None = None, token_delay_s: float = 0.0, max_running: int | None = None):
+        self.tokenizer = CharTokenizer()
+        self.reply = reply
+        """Fixed text to generate; None: echo the prompt."""
+        self.token_delay_s = token_delay_s
+        self.max_running = max_running
+        self.running: set[str] = set()
+        self.aborted: list[str] = []
+        self.requests: list[tuple[list[int], SamplingOptions, str | None]] = []
+        self._adapters: dict[str, LoadedAdapter] = {}
+
+    async def generate(self, prompt_token_ids, options: SamplingOptions, request_id: str, lora_name=None):
+        if self.max_running is not None and len(self.running) >= self.max_running:
+            raise EngineOverloadedError("queue full")
+        self.requests.append((prompt_token_ids, options, lora_name))
+        self.running.add(request_id)
+        try:
+            source = self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
+            target = self.tokenizer.encode(source)[: options.max_tokens]
+            finish = "length" if len(target) == options.max_tokens else "stop"
+            for stop in options.stop:
+                text = self.tokenizer.decode(target)
+                if stop in text:
+                    target = self.tokenizer.encode(text[: text.index(stop)])
+                    finish = "stop"
+            prompt_logprobs = None
+            if options.prompt_logprobs is not None:
+                prompt_logprobs = [None] + [self._logprob(t) for t in prompt_token_ids[1:]]
+            if not options.stream:
+                for _ in target:
+                    await asyncio.sleep(self.token_delay_s)
+                yield self._output(request_id, prompt_token_ids, options, target, finish, prompt_logprobs, True)
+                return
+            for i, token in enumerate(target):
+                await asyncio.sleep(self.token_delay_s)
+                last = i == len(target) - 1
+                yield self._output(
+                    request_id, prompt_token_ids, options, [token], finish if last else None,
+                    prompt_logprobs if i == 0 else None, last,
+                )
+        except asyncio.CancelledError:
+            self.aborted.append(request_id)
+            raise
+        except GeneratorExit:
+            self.aborted.append(request_id)
+            raise
+        finally:
+            self.running.discard(request_id)
+
+    def _output(self, request_id, prompt, options, tokens, finish, prompt_logprobs, finished) -> EngineOutput:
+        return EngineOutput(
+            request_id=request_id,
+            outputs=[
+                SequenceOutput(
+                    index=i,
+                    text=self.tokenizer.decode(tokens),
+                    token_ids=list(tokens),
+                    logprobs=[self._logprob(t) for t in tokens] if options.logprobs is not None else None,
+                    finish_reason=finish,
+                )
+                for i in range(options.n)
+            ],
+            finished=finished,
+            num_prompt_tokens=len(prompt),
+            prompt_logprobs=prompt_logprobs,
+        )
+
+    def _logprob(self, token_id: int) -> TokenLogprob:
+        token = self.tokenizer.decode([token_id])
+        return TokenLogprob(token=token, logprob=-0.5, top_logprobs=((token, -0.5), ("?", -2.0)))
+
+    async def add_lora(self, name: str, path: str) -> LoadedAdapter:
+        self._adapters[name] = LoadedAdapter(name=name, path=path, created=int(time.time()))
+        return self._adapters[name]
+
+    async def remove_lora(self, name: str) -> None:
+        del self._adapters[name]
+
+    def list_loras(self) -> list[LoadedAdapter]:
+        return list(self._adapters.values())
+
+    def stats(self) -> EngineStats:
+        return EngineStats(num_running=len(self.running))
+
+    async def check_health(self) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
