@@ -1,0 +1,245 @@
+"""Fine-tuning configuration: one frozen dataclass per concern, validated once when built.
+
+Each field's docstring is its ``--help`` text and its entry in the YAML recipe schema, so a recipe
+(``finetune/recipes/*.yaml``) can hold every flag, either flat (``learning_rate: 2e-4``) or under
+its section (``train: {learning_rate: 2e-4}``). Precedence: defaults < recipe < flags on the line.
+"""
+
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from finetune.errors import ConfigError
+from llmloop.models import DEFAULT_MODEL
+
+METHODS = ("lora", "qlora")
+BAD_ROW_POLICIES = ("skip", "fail")
+MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base: str = DEFAULT_MODEL
+    """Base model: a prepared model name (see `llmloop models list`) or an HF model dir on disk."""
+    method: str = "lora"
+    """lora: LoRA on the full-precision base; qlora: base loaded in 4-bit nf4 (bitsandbytes)."""
+
+    def __post_init__(self) -> None:
+        _choose("--method", self.method, METHODS)
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 16
+    """LoRA rank (PEFT `r`): size of the low-rank update; vLLM serves ranks up to its max_lora_rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (PEFT `lora_alpha`); the update is scaled by lora_alpha / r."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input during training (PEFT `lora_dropout`)."""
+    target_modules: str = "all-linear"
+    """Comma-separated module names to adapt, or all-linear for every linear layer but the head."""
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "--r must be a positive integer")
+        _require(self.lora_alpha > 0, "--lora-alpha must be positive")
+        _require(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: str = ""
+    """Training data, JSONL: {"messages": [...]} (OpenAI chat, optional per-message weight 0|1)
+    or {"prompt": ..., "completion": ...} rows."""
+    max_seq_length: int = 1024
+    """Tokens per example; a longer row is a bad row (see --bad-rows)."""
+    packing: bool = True
+    """Padding-free packing: each batch is one row of concatenated examples, no pad tokens."""
+    eval_fraction: float = 0.1
+    """Share of rows held out to measure eval loss (0 for none; needs at least 10 rows)."""
+    bad_rows: str = "skip"
+    """What a bad row does (not JSON, missing role, empty assistant turn, too long): skip or fail."""
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.data), "--data is required: a JSONL file of chat or prompt/completion rows"
+        )
+        _require(self.max_seq_length > 8, "--max-seq-length must be more than 8 tokens")
+        _require(0 <= self.eval_fraction < 1, "--eval-fraction must be in [0, 1)")
+        _choose("--bad-rows", self.bad_rows, BAD_ROW_POLICIES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 0
+    """Optimizer steps to run; 0 means use --epochs instead."""
+    epochs: int = 1
+    """Passes over the training rows (used when --max-steps is 0)."""
+    batch_size: int = 8
+    """Examples per micro-batch on each device."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size x this x devices)."""
+    learning_rate: float = 2e-4
+    """Peak AdamW learning rate."""
+    lr_scheduler_type: str = "cosine"
+    """Learning-rate schedule after warmup: cosine, linear or constant_with_warmup."""
+    warmup_steps: int = 0
+    """Steps of linear warmup from 0 to the peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables clipping)."""
+    seed: int = 42
+    """Seed for LoRA initialisation, data order, the held-out split and dropout."""
+    mixed_precision: str = "auto"
+    """auto (bf16 where the GPU has it, else fp32), no, bf16 or fp16 (Accelerate's setting)."""
+    save_steps: int = 50
+    """Save a checkpoint every N optimizer steps (0: only at the end)."""
+    save_total_limit: int = 2
+    """Checkpoints kept on disk; older ones are deleted."""
+    eval_steps: int = 0
+    """Measure eval loss every N steps (0: only at the end)."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps >= 0, "--max-steps must be >= 0")
+        _require(self.epochs > 0, "--epochs must be positive")
+        _require(self.batch_size > 0, "--batch-size must be positive")
+        _require(self.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be > 0")
+        _require(self.learning_rate > 0, "--learning-rate must be positive")
+        _require(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _require(self.save_steps >= 0 and self.eval_steps >= 0, "--save/eval-steps must be >= 0")
+        _require(self.save_total_limit > 0, "--save-total-limit must be positive")
+        _choose("--lr-scheduler-type", self.lr_scheduler_type, LR_SCHEDULERS)
+        _choose("--mixed-precision", self.mixed_precision, MIXED_PRECISIONS)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    output: str = ""
+    """Artifact directory to write (adapter, config, data manifest, metrics, model card)."""
+    name: str = ""
+    """Registry name of the artifact (default: the output dir's name)."""
+    resume: bool = False
+    """Continue from the last checkpoint in --output instead of starting over."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.output), "--output is required: the artifact directory to write")
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output).expanduser().resolve()
+
+    @property
+    def artifact_name(self) -> str:
+        return self.name or self.output_dir.name
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Everything one supervised fine-tuning run needs; written as training_config.yaml."""
+
+    model: ModelConfig
+    lora: LoraConfig
+    data: DataConfig
+    train: TrainConfig
+    output: OutputConfig
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> "SFTConfig":
+        """Build from flat ``{field: value}`` (flags) and/or ``{section: {field: value}}`` (YAML)."""
+        flat = flatten(values)
+        sections = {}
+        for section in dataclasses.fields(cls):
+            names = {f.name for f in dataclasses.fields(section.type)}
+            sections[section.name] = section.type(
+                **{k: flat.pop(k) for k in list(flat) if k in names}
+            )
+        if flat:
+            raise ConfigError(f"unknown setting(s) {', '.join(sorted(flat))}; see --help")
+        return cls(**sections)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    beta: float = 0.1
+    """DPO/KTO beta: how far the tuned model may move from the base (higher stays closer)."""
+    loss_type: str = ""
+    """TRL loss_type (DPO: sigmoid, ipo, hinge, ...; KTO: kto, apo_zero_unpaired); empty: TRL's."""
+
+    def __post_init__(self) -> None:
+        _require(self.beta > 0, "--beta must be positive")
+
+
+@dataclass(frozen=True)
+class PreferenceRunConfig(SFTConfig):
+    """An SFTConfig plus the preference-tuning knobs (``llmloop finetune dpo|kto``)."""
+
+    preference: PreferenceConfig
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "lora": LoraConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "output": OutputConfig,
+    "preference": PreferenceConfig,
+}
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe as flat ``{field: value}``; sections and flat keys may be mixed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path} is not valid YAML: {e}") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must be a mapping of setting: value")
+    return flatten(values)
+
+
+def flatten(values: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (Python keeps them only in the source)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and is_doc:
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _choose(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    _require(value in choices, f"{flag} must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,244 @@
+"""Training data: load JSONL, validate each row (reported as file:line), render it with the
+tokenizer's chat template, mask everything but the assistant turns, split off a held-out set,
+and collate batches (padding-free packing or right-padding).
+
+Row formats: ``{"messages": [{"role", "content", "weight"?}, ...]}`` (OpenAI chat fine-tuning
+format; ``weight: 0`` excludes an assistant turn from the loss) and ``{"prompt", "completion"}``.
+"""
+
+import hashlib
+import json
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finetune.config import DataConfig
+from finetune.errors import DataError
+
+IGNORE_INDEX = -100
+"""Label of a token that carries no loss (prompt, padding); PyTorch cross-entropy's ignore_index."""
+ROLES = ("system", "user", "assistant", "tool", "developer")
+MAX_REPORTED_BAD_ROWS = 20
+
+
+class BadRow(ValueError):
+    """One row that cannot be trained on; the message says why."""
+
+
+@dataclass(frozen=True)
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+    """Same length as input_ids; IGNORE_INDEX everywhere except assistant tokens."""
+    source: str
+    """file:line the row came from."""
+
+    @property
+    def num_trained_tokens(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+@dataclass
+class SFTData:
+    train: list[Example]
+    eval: list[Example]
+    manifest: dict[str, Any] = field(default_factory=dict)
+    """data_manifest.json: files with sha256, row counts, bad rows."""
+
+
+def load_sft_data(config: DataConfig, tokenizer, seed: int) -> SFTData:
+    """Load and tokenize ``config.data``, skipping (or failing on) bad rows, then split it."""
+    path = Path(config.data).expanduser()
+    examples, bad = [], []
+    for line_no, row in read_jsonl(path, bad):
+        source = f"{path}:{line_no}"
+        try:
+            messages = to_messages(row)
+            examples.append(tokenize_chat(tokenizer, messages, config.max_seq_length, source))
+        except BadRow as e:
+            bad.append((line_no, str(e)))
+    report_bad_rows(path, bad, config.bad_rows)
+    if not examples:
+        raise DataError(f"{path}: no usable rows (every row was bad); see the messages above")
+    train, eval_ = split(examples, config.eval_fraction, seed)
+    manifest = {
+        "files": [
+            {
+                "path": str(path.resolve()),
+                "sha256": sha256_file(path),
+                "rows": len(examples) + len(bad),
+                "rows_used": len(examples),
+                "rows_skipped": len(bad),
+            }
+        ],
+        "train_rows": len(train),
+        "eval_rows": len(eval_),
+        "train_tokens": sum(len(e.input_ids) for e in train),
+        "train_trained_tokens": sum(e.num_trained_tokens for e in train),
+        "bad_rows": [f"{path}:{n}: {why}" for n, why in bad[:MAX_REPORTED_BAD_ROWS]],
+        "split_seed": seed,
+    }
+    return SFTData(train=train, eval=eval_, manifest=manifest)
+
+
+def read_jsonl(path: Path, bad: list[tuple[int, str]]):
+    """Yield ``(line_no, object)``; lines that are not a JSON object go to ``bad``."""
+    if not path.is_file():
+        raise DataError(f"--data {path}: no such file")
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.append((line_no, f"not JSON ({e.msg})"))
+                continue
+            if not isinstance(row, dict):
+                bad.append((line_no, "not a JSON object"))
+                continue
+            yield line_no, row
+
+
+def to_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages of one row, validated; raises BadRow."""
+    if "messages" in row:
+        messages = row["messages"]
+    elif "prompt" in row and "completion" in row:
+        messages = _as_turns(row["prompt"], "user") + _as_turns(row["completion"], "assistant")
+    else:
+        raise BadRow('expected {"messages": [...]} or {"prompt": ..., "completion": ...}')
+    if not isinstance(messages, list) or not messages:
+        raise BadRow('"messages" must be a non-empty list')
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise BadRow(f"message {i} has no valid role (one of {', '.join(ROLES)})")
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise BadRow(f"message {i} ({message['role']}) has no text content")
+        if message["role"] == "assistant" and not content.strip():
+            raise BadRow(f"message {i} is an empty assistant turn")
+        if message.get("weight", 1) not in (0, 1):
+            raise BadRow(f"message {i} has weight {message['weight']!r}; weight must be 0 or 1")
+    if not any(m["role"] == "assistant" and m.get("weight", 1) for m in messages):
+        raise BadRow("no assistant turn to learn from")
+    return messages
+
+
+def tokenize_chat(tokenizer, messages: list[dict], max_seq_length: int, source: str) -> Example:
+    """Render ``messages`` with the chat template; labels only on trained assistant turns.
+
+    An assistant turn's span runs from the end of the prompt rendered with the generation prompt
+    to the end of the conversation rendered through that turn, so it includes the end-of-turn
+    token (the model learns to stop) and excludes the ``<|im_start|>assistant`` header.
+    """
+    chat = [{"role": m["role"], "content": m["content"]} for m in messages]
+    text = _render(tokenizer, chat)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant" or not message.get("weight", 1):
+            continue
+        start = len(_render(tokenizer, chat[:i], add_generation_prompt=True))
+        end = len(_render(tokenizer, chat[: i + 1]))
+        if not text.startswith(_render(tokenizer, chat[: i + 1])):
+            raise DataError(
+                "the tokenizer's chat template does not render conversations prefix-wise"
+            )
+        spans.append((start, end))
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = encoding["input_ids"]
+    if len(input_ids) > max_seq_length:
+        raise BadRow(f"{len(input_ids)} tokens is longer than --max-seq-length {max_seq_length}")
+    labels = [
+        token if any(a <= start < b for a, b in spans) else IGNORE_INDEX
+        for token, (start, _) in zip(input_ids, encoding["offset_mapping"], strict=True)
+    ]
+    return Example(input_ids=input_ids, labels=labels, source=source)
+
+
+def split(examples: list[Example], eval_fraction: float, seed: int):
+    """A seeded train/eval split; no eval set below 10 rows (its loss would be noise)."""
+    if eval_fraction == 0 or len(examples) < 10:
+        return list(examples), []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    num_eval = max(1, round(len(examples) * eval_fraction))
+    held_out = set(order[:num_eval])
+    train = [e for i, e in enumerate(examples) if i not in held_out]
+    return train, [examples[i] for i in sorted(held_out)]
+
+
+def collate(examples: list[Example], packing: bool, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """A batch for a causal LM.
+
+    packing: one row ``[1, total_tokens]`` with position_ids restarting at each example;
+    transformers turns restarting position_ids into a block-diagonal causal mask, so examples
+    do not attend to each other and no pad token is computed.
+    Otherwise: right-padded ``[batch, longest]`` rows with an attention mask.
+    """
+    if packing:
+        input_ids, labels, position_ids = [], [], []
+        for e in examples:
+            input_ids += e.input_ids
+            labels += [IGNORE_INDEX, *e.labels[1:]]  # never predict across an example boundary
+            position_ids += range(len(e.input_ids))
+        return {
+            "input_ids": torch.tensor([input_ids]),
+            "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([position_ids]),
+        }
+    longest = max(len(e.input_ids) for e in examples)
+    pad = [longest - len(e.input_ids) for e in examples]
+    return {
+        "input_ids": torch.tensor(
+            [e.input_ids + [pad_token_id] * n for e, n in zip(examples, pad, strict=True)]
+        ),
+        "labels": torch.tensor(
+            [e.labels + [IGNORE_INDEX] * n for e, n in zip(examples, pad, strict=True)]
+        ),
+        "attention_mask": torch.tensor(
+            [[1] * len(e.input_ids) + [0] * n for e, n in zip(examples, pad, strict=True)]
+        ),
+    }
+
+
+def report_bad_rows(path: Path, bad: list[tuple[int, str]], policy: str) -> None:
+    if bad and policy == "fail":
+        line_no, why = bad[0]
+        raise DataError(
+            f"{path}:{line_no}: {why} ({len(bad)} bad row(s)); fix the data or pass --bad-rows skip"
+        )
+    for line_no, why in bad[:MAX_REPORTED_BAD_ROWS]:
+        print(f"{path}:{line_no}: {why} (skipped)", file=sys.stderr)
+    if len(bad) > MAX_REPORTED_BAD_ROWS:
+        print(f"{path}: {len(bad) - MAX_REPORTED_BAD_ROWS} more bad rows skipped", file=sys.stderr)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    if not messages:
+        return ""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError("the base model's tokenizer has no chat template; pick another --base")
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def _as_turns(value: Any, role: str) -> list[dict]:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list):  # TRL's conversational prompt/completion
+        return value
+    raise BadRow(f'"{"prompt" if role == "user" else "completion"}" must be a string or messages')
