@@ -3,8 +3,11 @@
 import argparse
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from llmloop.paths import default_db_url
-from serve.feedback.errors import ExportArgumentError
+from serve.feedback.db import redact_url
+from serve.feedback.errors import DatabaseUnavailableError, ExportArgumentError
 from serve.feedback.export import FORMATS, export, manifest_path
 from serve.feedback.store import ConversationFilter, FeedbackStore, parse_time
 
@@ -66,6 +69,11 @@ def _export(args: argparse.Namespace) -> int:
     try:
         store.migrate()  # an empty or older log gets the current schema, then reports "nothing"
         manifest = export(store, args.format, args.out, filters)
+    except OperationalError as e:
+        raise DatabaseUnavailableError(
+            f"cannot read the log at {redact_url(db_url)} ({str(e.orig).strip()}); "
+            "check --db and that the database is running"
+        ) from e
     finally:
         store.close()
     counts = manifest["counts"]

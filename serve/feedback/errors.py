@@ -11,6 +11,10 @@ class DatabaseURLError(FeedbackError):
     """``--db`` is not a URL SQLAlchemy can open (sqlite:/// or postgresql://)."""
 
 
+class DatabaseUnavailableError(FeedbackError):
+    """The log's database cannot be reached (the CLI; the server spools instead)."""
+
+
 class EmptyExportError(FeedbackError):
     """The filters matched no labelled completion: nothing to export."""
 

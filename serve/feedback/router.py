@@ -1,20 +1,22 @@
 """HTTP: ``POST /v1/feedback``, the labelling UI at ``/ui/`` and its JSON API under ``/ui/api/``.
 
-The log comes from ``request.app.state.request_log``. The app's auth covers every path here;
-``PUBLIC_PATHS`` (the static page, script and style, which hold no data) may be exempted so a
-browser can load the page and its login form before it has the key.
+The log comes from ``request.app.state.request_log``. The routes that read or write the log
+require the server's API key themselves (``serve.deps.require_api_key``: a bearer token or the
+UI's cookie); the static page, script and style hold no data and stay public, so a browser can
+load the page and its login form before it has the key. Include this router without extra
+dependencies.
 """
 
-import hashlib
 import json
 from importlib.resources import files
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from serve.deps import require_api_key
 from serve.errors import BadRequestError, NotFoundError
 from serve.feedback.errors import FeedbackError, UnknownCompletionError
 from serve.feedback.log import RequestLog
@@ -23,8 +25,8 @@ from serve.feedback.store import ConversationFilter, Feedback, parse_time
 router = APIRouter()
 
 UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-PUBLIC_PATHS = ("/ui", "/ui/", *(f"/ui/{name}" for name in UI_FILES))
-API_KEY_COOKIE = "llmloop_api_key"
+ApiKeyId = Annotated[str | None, Depends(require_api_key)]
+PROTECTED = [Depends(require_api_key)]
 
 
 class FeedbackRequest(BaseModel):
@@ -59,17 +61,17 @@ class FeedbackRequest(BaseModel):
         }
     },
 )
-async def create_feedback(request: Request) -> dict:
+async def create_feedback(request: Request, api_key_id: ApiKeyId) -> dict:
     body = _parse_feedback(await request.body())
     log = _request_log(request)
-    fb = Feedback(**body.model_dump(), api_key_id=_api_key_id(request))
+    fb = Feedback(**body.model_dump(), api_key_id=api_key_id)
     return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
 
 
 # -- the UI's JSON API --------------------------------------------------------------------------
 
 
-@router.get("/ui/api/conversations")
+@router.get("/ui/api/conversations", dependencies=PROTECTED)
 def list_conversations(
     request: Request,
     model: str | None = None,
@@ -95,7 +97,7 @@ def list_conversations(
     return page
 
 
-@router.get("/ui/api/conversations/{completion_id}")
+@router.get("/ui/api/conversations/{completion_id}", dependencies=PROTECTED)
 def get_conversation(request: Request, completion_id: str) -> dict:
     store = _request_log(request).store
     row = store.get(completion_id)
@@ -105,7 +107,7 @@ def get_conversation(request: Request, completion_id: str) -> dict:
     return row
 
 
-@router.get("/ui/api/models")
+@router.get("/ui/api/models", dependencies=PROTECTED)
 def list_models(request: Request) -> dict:
     return {"data": sorted(_request_log(request).store.models())}
 
@@ -159,13 +161,6 @@ def _request_log(request: Request) -> RequestLog:
     if log is None:
         raise NotFoundError("this server keeps no request log (it was started without one)")
     return log
-
-
-def _api_key_id(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
-    key = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-    key = key or request.cookies.get(API_KEY_COOKIE)
-    return hashlib.sha256(key.encode()).hexdigest()[:12] if key else None
 
 
 def _ui_file(name: str) -> str:

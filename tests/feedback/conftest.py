@@ -136,3 +136,28 @@ def build_record(
         api_key_id=None,
         user=None,
     )
+
+
+@pytest.fixture
+def make_app(tmp_path: Path):
+    """``make_app(db_url, api_keys=())`` -> the server's real app (fake engine) with the feedback
+    router and a RequestLog on ``db_url``; its store is on ``app.state.request_log.store``."""
+    from serve.app import create_app
+    from serve.config import ServerConfig
+    from serve.feedback.log import RequestLog
+    from serve.feedback.router import router
+    from tests.serve.fakes import FakeEngine
+
+    async def engine_factory():
+        return FakeEngine()
+
+    def make(db_url: str, api_keys: tuple[str, ...] = ()):
+        app = create_app(ServerConfig(api_keys=api_keys, db_url=db_url), engine_factory)
+        if "/v1/feedback" not in {getattr(r, "path", None) for r in app.routes}:
+            app.include_router(router)
+        if getattr(app.state, "request_log", None) is None:
+            app.state.request_log = RequestLog(db_url, spool_dir=tmp_path / "spool")
+            app.state.request_log.store.migrate()
+        return app
+
+    return make

@@ -85,9 +85,7 @@ def test_feedback_keeps_history_and_the_latest_label(store, make_record):
 
 
 def test_preference_needs_the_same_prompt(store, make_record):
-    store.insert_records(
-        [make_record(1), make_record(2), make_record(3, prompt="something else")]
-    )
+    store.insert_records([make_record(1), make_record(2), make_record(3, prompt="something else")])
     store.add_feedback(Feedback("chatcmpl-00000001", preferred_over="chatcmpl-00000002"))
     assert store.get("chatcmpl-00000002")["num_feedback"] == 1  # the loser is labelled too
     assert store.preferences(ConversationFilter()) == [("chatcmpl-00000001", "chatcmpl-00000002")]
