@@ -75,7 +75,7 @@ async def create_feedback(request: Request, api_key_id: ApiKeyId) -> dict:
 def list_conversations(
     request: Request,
     model: str | None = None,
-    rating: Literal[1, -1] | None = None,
+    rating: int | None = None,
     since: str | None = None,
     until: str | None = None,
     unlabelled: bool = False,
@@ -83,6 +83,8 @@ def list_conversations(
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict:
+    if rating not in (None, 1, -1):
+        raise BadRequestError("rating must be 1 or -1", param="rating")
     filters = ConversationFilter(
         model=model or None,
         rating=rating,

@@ -97,6 +97,8 @@ def test_list_filters_and_detail(client):
         "chatcmpl-00000002",
         "chatcmpl-00000003",
     }
+    page = client.get("/ui/api/conversations", params={"rating": "1"}, headers=AUTH).json()
+    assert [r["id"] for r in page["data"]] == ["chatcmpl-00000001"]
     page = client.get("/ui/api/conversations", params={"q": "another"}, headers=AUTH).json()
     assert [r["id"] for r in page["data"]] == ["chatcmpl-00000003"]
     page = client.get("/ui/api/conversations", params={"limit": 2}, headers=AUTH).json()

@@ -53,7 +53,9 @@ function filterParams() {
 }
 
 async function loadPage(keepSelection = false) {
+  const request = (state.lastRequest = (state.lastRequest ?? 0) + 1);
   const page = await api(`/ui/api/conversations?${filterParams()}`);
+  if (request !== state.lastRequest) return; // a newer filter's answer is on its way
   state.rows = page.data;
   state.cursors[state.page + 1] = page.next_cursor;
   $("total").textContent = `${page.total} conversations`;
