@@ -34,6 +34,8 @@ class FakeServerState:
     finish_reason: Callable[[str], str] = lambda prompt: "stop"
     fail_first: int = 0
     """Answer this many requests with HTTP 503 first (to exercise retries)."""
+    reject: Callable[[str], bool] = lambda prompt: False
+    """Answer HTTP 400 to prompts for which this is true (a failure retries cannot fix)."""
     requests: list[dict] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -70,6 +72,8 @@ async def _respond(state: FakeServerState, body: dict, prompt: str, chat: bool):
         if state.fail_first > 0:
             state.fail_first -= 1
             return JSONResponse({"error": {"message": "busy", "type": "x"}}, status_code=503)
+        if state.reject(prompt):
+            return JSONResponse({"error": {"message": "rejected", "type": "x"}}, status_code=400)
         state.in_flight += 1
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
     try:
