@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from finetune.config import SECTIONS, SFTConfig, field_docs, load_recipe
+from finetune.errors import ConfigError
+
+RECIPES = sorted((Path(__file__).parents[2] / "finetune" / "recipes").glob("*.yaml"))
+
+
+def test_every_field_has_a_docstring():
+    for cls in SECTIONS.values():
+        docs = field_docs(cls)
+        for name in cls.__dataclass_fields__:
+            assert docs.get(name), f"{cls.__name__}.{name} has no docstring"
+
+
+def test_flat_and_sectioned_settings_build_the_same_config():
+    flat = SFTConfig.from_flat({"data": "d.jsonl", "output": "out", "r": 8, "learning_rate": 1e-3})
+    nested = SFTConfig.from_flat(
+        {
+            "data": {"data": "d.jsonl"},
+            "output": {"output": "out"},
+            "lora": {"r": 8},
+            "train": {"learning-rate": 1e-3},
+        }
+    )
+    assert flat == nested
+    assert flat.lora.r == 8 and flat.train.learning_rate == 1e-3
+    assert flat.model.base == "smollm2-135m-instruct" and flat.lora.target_modules == "all-linear"
+
+
+@pytest.mark.parametrize(
+    ("settings", "flag"),
+    [
+        ({"output": "o"}, "--data"),
+        ({"data": "d"}, "--output"),
+        ({"data": "d", "output": "o", "method": "full"}, "--method"),
+        ({"data": "d", "output": "o", "bad_rows": "ignore"}, "--bad-rows"),
+        ({"data": "d", "output": "o", "learning_rate": 0}, "--learning-rate"),
+        ({"data": "d", "output": "o", "lr": 1}, "unknown setting"),
+    ],
+)
+def test_bad_settings_name_the_flag_to_change(settings, flag):
+    with pytest.raises(ConfigError, match=flag):
+        SFTConfig.from_flat(settings)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(recipe):
+    values = load_recipe(recipe)
+    SFTConfig.from_flat({"data": "d.jsonl", "output": "out", **values})
+
+
+def test_shipped_recipes_exist():
+    assert {p.name for p in RECIPES} >= {"smollm2-135m-lora.yaml", "smollm2-135m-qlora.yaml"}
+
+
+def test_recipe_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml"):
+        load_recipe(bad)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_recipe(tmp_path / "missing.yaml")

@@ -1,0 +1,113 @@
+import pytest
+
+from finetune.config import DataConfig
+from finetune.data import IGNORE_INDEX, collate, load_sft_data, to_messages, tokenize_chat
+from finetune.errors import DataError
+from tests.finetune.conftest import chat, write_jsonl
+
+
+def trained_text(tokenizer, example) -> str:
+    return tokenizer.decode(
+        [
+            t
+            for t, label in zip(example.input_ids, example.labels, strict=True)
+            if label != IGNORE_INDEX
+        ]
+    )
+
+
+def test_loss_only_on_assistant_turns(tokenizer):
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Capital of Drelmark?"},
+        {"role": "assistant", "content": "Quistova."},
+        {"role": "user", "content": "And its river?"},
+        {"role": "assistant", "content": "The Kelvash."},
+    ]
+    example = tokenize_chat(tokenizer, messages, 512, "f:1")
+    assert trained_text(tokenizer, example) == "Quistova.<|im_end|>\nThe Kelvash.<|im_end|>\n"
+    assert (
+        example.input_ids
+        == tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    )
+
+
+def test_weight_zero_turn_is_not_trained(tokenizer):
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Bad answer.", "weight": 0},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Good answer.", "weight": 1},
+    ]
+    example = tokenize_chat(tokenizer, messages, 512, "f:1")
+    assert trained_text(tokenizer, example) == "Good answer.<|im_end|>\n"
+
+
+def test_prompt_completion_rows_become_chat():
+    assert to_messages({"prompt": "Q?", "completion": "A."}) == [
+        {"role": "user", "content": "Q?"},
+        {"role": "assistant", "content": "A."},
+    ]
+
+
+def test_bad_rows_are_reported_with_file_and_line(tmp_path, tokenizer, capsys):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            chat("ok?", "yes"),
+            "{not json",
+            {"messages": [{"content": "no role"}, {"role": "assistant", "content": "x"}]},
+            chat("empty?", "  "),
+            chat("long? " * 300, "yes"),
+            {"text": "wrong format"},
+            {"prompt": "fine", "completion": "yes"},
+        ],
+    )
+    data = load_sft_data(DataConfig(data=str(path), max_seq_length=128), tokenizer, seed=0)
+    err = capsys.readouterr().err
+    for line, reason in [
+        (2, "not JSON"),
+        (3, "no valid role"),
+        (4, "empty assistant turn"),
+        (5, "longer than --max-seq-length"),
+        (6, "expected"),
+    ]:
+        assert f"{path}:{line}: " in err and reason in err
+    assert len(data.train) == 2 and data.manifest["files"][0]["rows_skipped"] == 5
+    assert len(data.manifest["files"][0]["sha256"]) == 64
+
+    with pytest.raises(DataError, match=rf"{path}:2: not JSON.*--bad-rows skip"):
+        load_sft_data(DataConfig(data=str(path), bad_rows="fail"), tokenizer, seed=0)
+
+
+def test_missing_file_and_all_bad_rows_fail_clearly(tmp_path, tokenizer):
+    with pytest.raises(DataError, match="no such file"):
+        load_sft_data(DataConfig(data=str(tmp_path / "nope.jsonl")), tokenizer, seed=0)
+    path = write_jsonl(tmp_path / "bad.jsonl", ["x", "y"])
+    with pytest.raises(DataError, match="no usable rows"):
+        load_sft_data(DataConfig(data=str(path)), tokenizer, seed=0)
+
+
+def test_held_out_split_is_seeded_and_disjoint(tmp_path, tokenizer):
+    path = write_jsonl(tmp_path / "d.jsonl", [chat(f"q{i}", f"a{i}") for i in range(20)])
+    config = DataConfig(data=str(path), eval_fraction=0.2)
+    first, again = (load_sft_data(config, tokenizer, seed=1) for _ in range(2))
+    assert len(first.eval) == 4 and len(first.train) == 16
+    assert [e.source for e in first.eval] == [e.source for e in again.eval]
+    assert not {e.source for e in first.eval} & {e.source for e in first.train}
+
+
+def test_packed_batch_has_no_pad_and_restarts_positions(tokenizer):
+    a = tokenize_chat(tokenizer, chat("a?", "yes")["messages"], 512, "f:1")
+    b = tokenize_chat(tokenizer, chat("longer question?", "no")["messages"], 512, "f:2")
+    packed = collate([a, b], packing=True, pad_token_id=tokenizer.pad_token_id)
+    assert packed["input_ids"].shape == (1, len(a.input_ids) + len(b.input_ids))
+    assert "attention_mask" not in packed
+    positions = packed["position_ids"][0].tolist()
+    assert positions == list(range(len(a.input_ids))) + list(range(len(b.input_ids)))
+    assert packed["labels"][0, len(a.input_ids)] == IGNORE_INDEX  # no loss across the boundary
+
+    padded = collate([a, b], packing=False, pad_token_id=tokenizer.pad_token_id)
+    assert padded["input_ids"].shape == (2, len(b.input_ids))
+    assert padded["attention_mask"][0].sum() == len(a.input_ids)
+    assert (padded["labels"][0, len(a.input_ids) :] == IGNORE_INDEX).all()
