@@ -56,13 +56,13 @@ def main() -> int:
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1",
         ]  # fmt: skip
-        results["vllm"] = bench_server("vllm", command, config, args.startup_timeout)
+        results["vllm"] = bench_server("vllm", command, config, args)
     if not args.skip_llmloop:
         command = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
-        results["llmloop"] = bench_server("llmloop", command, config, args.startup_timeout)
+        results["llmloop"] = bench_server("llmloop", command, config, args)
     transformers_tok_s = None
     if not args.skip_transformers:
-        transformers_tok_s = bench_transformers(model_dir, config)
+        transformers_tok_s = bench_transformers(model_dir, config, args.transformers_dtype)
     print(format_comparison(results, transformers_tok_s))
     if args.result_json:
         summary = {name: r.to_dict() for name, r in results.items()}
@@ -72,24 +72,33 @@ def main() -> int:
 
 
 def bench_server(
-    name: str, command: list[str], config: dict, startup_timeout: float
+    name: str, command: list[str], config: dict, args: argparse.Namespace
 ) -> BenchResult:
     """Start one server on a free port, benchmark it, stop it."""
     port = _free_port()
-    with _running(name, [*command, "--port", str(port)], port, startup_timeout) as base_url:
+    # vLLM's CPU backend otherwise reserves 92% of RAM and refuses to start on a shared machine;
+    # both servers get the same KV-cache budget.
+    kv_cache_gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))
+    env = {"VLLM_CPU_KVCACHE_SPACE": kv_cache_gib}
+    command = [*command, "--port", str(port)]
+    with _running(name, command, port, args.startup_timeout, env) as base_url:
         model = httpx.get(f"{base_url}/v1/models").json()["data"][0]["id"]
         print(f"[{name}] benchmarking model {model!r} at {base_url}", flush=True)
         return run_benchmark(BenchConfig(base_url, model, **config), show_progress=True)
 
 
-def bench_transformers(model_dir: Path, config: dict) -> float:
-    """Output tokens per second of ``model.generate`` on batches of ``concurrency`` chat prompts."""
+def bench_transformers(model_dir: Path, config: dict, dtype: str) -> float:
+    """Output tokens per second of ``model.generate`` on batches of ``concurrency`` chat prompts.
+
+    float32 by default: PyTorch's CPU bf16 matmuls are many times slower than fp32 on CPUs
+    without AMX, so a bf16 baseline would flatter the servers.
+    """
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     prompts = synthetic_prompts(config["num_requests"], config["prompt_len"], config["seed"])
     texts = [
         tokenizer.apply_chat_template(
@@ -162,12 +171,14 @@ def _verdict(label: str, value: float, op: str, target: float) -> str:
 
 
 @contextlib.contextmanager
-def _running(name: str, command: list[str], port: int, startup_timeout: float) -> Iterator[str]:
+def _running(
+    name: str, command: list[str], port: int, startup_timeout: float, extra_env: dict[str, str]
+) -> Iterator[str]:
     """Run a server process until the block ends; yields its base URL once /health is 200."""
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log", delete=False) as log:
         print(f"[{name}] starting: {' '.join(command)} (log: {log.name})", flush=True)
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | extra_env
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -221,7 +232,11 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
     parser.add_argument("--prompt-len", type=int, default=128, help="words per synthetic prompt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--kv-cache-gib", type=int, default=2, help="KV cache per server (VLLM_CPU_KVCACHE_SPACE)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=600, help="seconds per server")
+    parser.add_argument("--transformers-dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--skip-vllm", action="store_true", help="do not run plain vLLM")
     parser.add_argument("--skip-llmloop", action="store_true", help="do not run llmloop serve")
     parser.add_argument("--skip-transformers", action="store_true", help="no generate baseline")
