@@ -18,8 +18,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rag": ("rag.cli", "Index documents and query them (dense + BM25)."),
     "safety": ("safety.cli", "Scan text for PII and classify harmful content."),
     "feedback": ("serve.feedback.cli", "Export logged requests and feedback as SFT/DPO/KTO data."),
-    "eval": ("evals.cli", "Run evaluation tasks against an OpenAI-compatible server; compare runs."),
-    "bench": ("evals.bench", "Benchmark an OpenAI-compatible server (TTFT, TPOT, ITL, throughput)."),
+    "eval": (
+        "evals.cli",
+        "Run evaluation tasks against an OpenAI-compatible server; compare runs.",
+    ),
+    "bench": (
+        "evals.bench",
+        "Benchmark an OpenAI-compatible server (TTFT, TPOT, ITL, throughput).",
+    ),
 }
 
 
@@ -51,7 +57,9 @@ def _usage() -> str:
     return (
         "usage: llmloop COMMAND [ARGS]\n\n"
         "The whole loop: finetune -> serve -> guard -> retrieve -> log -> label -> finetune.\n\n"
-        "commands:\n" + "\n".join(lines) + "\n\nRun `llmloop COMMAND --help` for a command's options."
+        "commands:\n"
+        + "\n".join(lines)
+        + "\n\nRun `llmloop COMMAND --help` for a command's options."
     )
 
 

@@ -66,7 +66,9 @@ def register(
 
 def list_artifacts() -> list[Artifact]:
     data = _read(registry_path())
-    return [Artifact(name=name, **v) for name, versions in data["artifacts"].items() for v in versions]
+    return [
+        Artifact(name=name, **v) for name, versions in data["artifacts"].items() for v in versions
+    ]
 
 
 def resolve(name: str, version: int | None = None) -> Artifact | None:
@@ -101,3 +103,9 @@ def _locked_registry() -> Iterator[dict]:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2))
         os.replace(tmp, path)
+
+
+def find_by_path(path: str | Path) -> Artifact | None:
+    """The registered artifact stored at ``path`` (e.g. to report an adapter's version)."""
+    resolved = str(Path(path).resolve())
+    return next((a for a in list_artifacts() if a.path == resolved), None)

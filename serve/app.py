@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmloop.paths import default_db_url
 from serve.config import ServerConfig
 from serve.deps import require_api_key
 from serve.engine_api import Engine
@@ -26,7 +27,11 @@ from serve.errors import (
     NotFoundError,
     RequestTooLargeError,
 )
+from serve.feedback.log import RequestLog
+from serve.feedback.router import router as feedback_router
+from serve.guardrails import Guardrails
 from serve.metrics import ServerMetrics
+from serve.retrieval import Retrieval
 from serve.routes import adapters, chat, completions, health, models
 
 logger = logging.getLogger("llmloop.serve")
@@ -47,11 +52,16 @@ def create_app(
     app.state.on_engine_failure = on_engine_failure
     app.state.sampling_defaults = dict(sampling_defaults or {}) | dict(config.default_sampling)
     app.state.metrics = ServerMetrics()
+    app.state.adapter_versions = {}
+    app.state.request_log = None
+    app.state.guardrails = None
+    app.state.retrieval = Retrieval(config.rag_index)
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
     for router in (models.router, chat.router, completions.router, adapters.router):
         app.include_router(router, dependencies=protected)
+    app.include_router(feedback_router)  # guards its data routes itself; the UI page is public
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)
     return app
@@ -59,6 +69,11 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
+    config: ServerConfig = app.state.config
+    app.state.request_log = RequestLog(
+        config.db_url or default_db_url(), enabled=config.store_requests
+    )
+    await app.state.request_log.start()
     starting = asyncio.create_task(_start_engine(app))
     try:
         yield
@@ -66,20 +81,28 @@ async def _lifespan(app: FastAPI):
         if not starting.done():
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
+        await app.state.request_log.aclose()  # drained requests are logged before we exit
         if app.state.engine is not None:
             app.state.engine.shutdown()
             app.state.engine = None
 
 
 async def _start_engine(app: FastAPI) -> None:
+    """The engine, the safety layer and the adapters; ready (``/health`` 200) when all are."""
+    config: ServerConfig = app.state.config
+    starting_engine = asyncio.create_task(app.state.engine_factory())
     try:
-        engine = await app.state.engine_factory()
+        if config.safety:
+            app.state.guardrails = await asyncio.to_thread(
+                Guardrails.load, config.safety_policy, app.state.metrics
+            )
+        engine = await starting_engine
         for name, path in app.state.config.adapters:
-            await engine.add_lora(name, path)
-            logger.info("loaded adapter %s from %s", name, path)
+            await adapters.load_adapter(app, engine, name, path)
     except asyncio.CancelledError:
         raise
     except BaseException as e:
+        starting_engine.cancel()
         logger.exception("engine failed to start")
         if app.state.on_engine_failure is not None:
             app.state.on_engine_failure(e)

@@ -40,7 +40,8 @@ def require_api_key(request: Request) -> str | None:
         )
     if not any(hmac.compare_digest(token.strip(), key) for key in keys):
         raise AuthenticationError("incorrect API key provided", code="invalid_api_key")
-    return api_key_id(token.strip())
+    request.state.api_key_id = api_key_id(token.strip())
+    return request.state.api_key_id
 
 
 def api_key_id(key: str) -> str:

@@ -33,3 +33,43 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh, empty LLMLOOP_HOME for tests that write to the registry or the log."""
     monkeypatch.setenv("LLMLOOP_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def test_lora_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random PEFT LoRA adapter on the default model (loaded by the shared server as ``test-lora``)."""
+    from tests.servers import make_random_lora
+
+    return make_random_lora(default_model_dir, tmp_path_factory.mktemp("lora") / "test-lora")
+
+
+@pytest.fixture(scope="session")
+def llmloop_server(
+    default_model_dir: Path, test_lora_dir: Path, tmp_path_factory: pytest.TempPathFactory
+):
+    """One real ``llmloop serve`` (vLLM engine, default model) for the whole test session.
+
+    It has API key ``.api_key``, the adapter ``test-lora`` loaded at start, LoRA enabled for
+    ``/v1/load_lora_adapter`` (max rank 64), and ``.client`` (an ``openai.OpenAI`` on ``/v1``)."""
+    from tests.servers import start_server
+
+    server = start_server(
+        [
+            "--adapter",
+            f"test-lora={test_lora_dir}",
+            "--max-num-seqs",
+            "32",
+            "--max-model-len",
+            "4096",
+        ],
+        tmp_path_factory.mktemp("server") / "serve.log",
+    )
+    yield server
+    server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the real server are engine tests, whether or not they say so."""
+    for item in items:
+        if "llmloop_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)

@@ -1,20 +1,25 @@
 """Load and unload LoRA adapters at run time (vLLM's endpoint names and bodies)."""
 
+import logging
 from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
+from llmloop import registry
 from serve.deps import EngineDep
-from serve.engine_api import EngineRequestError
+from serve.engine_api import Engine, EngineRequestError
 from serve.errors import BadRequestError, NotFoundError
 from serve.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoadLoRAAdapterRequest, engine: EngineDep) -> str:
+async def load_lora_adapter(
+    body: LoadLoRAAdapterRequest, request: Request, engine: EngineDep
+) -> str:
     if body.lora_name == engine.model_name or any(
         a.name == body.lora_name for a in engine.list_loras()
     ):
@@ -28,15 +33,26 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, engine: EngineDep) -> 
             param="lora_path",
         )
     try:
-        await engine.add_lora(body.lora_name, str(path.resolve()))
+        await load_adapter(request.app, engine, body.lora_name, str(path.resolve()))
     except EngineRequestError as e:
         raise BadRequestError(str(e), param="lora_path") from e
     return f"Success: LoRA adapter '{body.lora_name}' added successfully."
 
 
 @router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, engine: EngineDep) -> str:
+async def unload_lora_adapter(
+    body: UnloadLoRAAdapterRequest, request: Request, engine: EngineDep
+) -> str:
     if not any(a.name == body.lora_name for a in engine.list_loras()):
         raise NotFoundError(f"no adapter named {body.lora_name!r} is loaded", param="lora_name")
     await engine.remove_lora(body.lora_name)
+    request.app.state.adapter_versions.pop(body.lora_name, None)
     return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+
+
+async def load_adapter(app: FastAPI, engine: Engine, name: str, path: str) -> None:
+    """Load into the engine and note the registry version (for the request log)."""
+    await engine.add_lora(name, path)
+    artifact = registry.find_by_path(path)
+    app.state.adapter_versions[name] = artifact.version if artifact else None
+    logger.info("loaded adapter %s from %s", name, path)

@@ -1,8 +1,11 @@
 """``POST /v1/completions``: text or token prompts (one or many) → engine → OpenAI completion.
 
 ``echo`` + ``logprobs`` returns a logprob for every prompt token (the first is null), the way
-lm-evaluation-harness's ``local-completions`` scores log-likelihoods."""
+lm-evaluation-harness's ``local-completions`` scores log-likelihoods. Prompts and outputs pass
+the safety layer as in chat; the request log gets the redacted texts."""
 
+import contextlib
+import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +16,7 @@ from serve.deps import EngineDep, resolve_lora
 from serve.engine_api import Engine, EngineOutput, SequenceOutput, TokenLogprob
 from serve.errors import BadRequestError
 from serve.generation import generate_all, generate_stream, resolve_max_tokens
+from serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
 from serve.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -20,6 +24,7 @@ from serve.protocol import (
     CompletionResponse,
     UsageInfo,
 )
+from serve.records import log_completion, logged_choice
 from serve.streaming import DONE, sse, sse_response, until_disconnected
 
 router = APIRouter()
@@ -27,37 +32,72 @@ router = APIRouter()
 
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def create_completion(body: CompletionRequest, request: Request, engine: EngineDep):
+    started = time.monotonic()
     lora = resolve_lora(engine, body.model)
+    request_id = f"cmpl-{uuid.uuid4().hex}"
+    guardrails = request.app.state.guardrails
+    redactor = guardrails.redactor() if guardrails else None
     prompts = [_tokenize(engine, p) for p in body.prompts()]
-    longest = max(len(p) for p in prompts)
-    max_tokens = resolve_max_tokens(body.max_tokens, longest, engine.max_model_len, "max_tokens")
+    texts = [engine.tokenizer.decode(p) for p in prompts]
+    log = functools.partial(
+        log_completion, request, body, request_id=request_id, endpoint="completions", lora=lora,
+        started=started, prompt="\n\n".join(texts), prompt_tokens=sum(map(len, prompts)),
+    )  # fmt: skip
+    if guardrails:
+        screened, blocked = await guardrails.screen_input(texts, redactor)
+        log = functools.partial(log, prompt="\n\n".join(screened))
+        if blocked:
+            log(
+                choices=[logged_choice(0, REFUSAL, CONTENT_FILTER)],
+                completion_tokens=0,
+            )
+            refusal = _refusal(body, request_id)
+            return sse_response(_once(refusal)) if body.stream else refusal
+        prompts = [
+            p if s == t else engine.tokenizer.encode(s)
+            for p, s, t in zip(prompts, screened, texts, strict=True)
+        ]
+        texts = screened
+    max_tokens = resolve_max_tokens(
+        body.max_tokens, max(map(len, prompts)), engine.max_model_len, "max_tokens"
+    )
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     options = body.to_sampling_options(
         max_tokens, request.app.state.sampling_defaults, body.logprobs, prompt_logprobs
     )
-    request_id = f"cmpl-{uuid.uuid4().hex}"
     if body.stream:
-        return sse_response(_stream(engine, body, prompts, options, request_id, lora))
+        return sse_response(
+            _stream(
+                engine, body, prompts, texts, options, request_id, lora, redactor, guardrails, log
+            )
+        )
     outputs = await until_disconnected(
         request, generate_all(engine, prompts, options, request_id, lora)
     )
-    choices = [
-        _choice(engine, body, prompt_idx, prompt, output, seq)
-        for prompt_idx, (prompt, output) in enumerate(zip(prompts, outputs, strict=True))
-        for seq in sorted(output.outputs, key=lambda s: s.index)
-    ]
-    num_prompt_tokens = sum(len(p) for p in prompts)
+    choices = []
+    for prompt_idx, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
+        for seq in sorted(output.outputs, key=lambda s: s.index):
+            choice = _choice(engine, body, prompt_idx, prompt, output, seq)
+            if guardrails:
+                screened = await guardrails.screen_output(seq.text, redactor)
+                if isinstance(screened, Blocked):
+                    choice.text, choice.finish_reason, choice.logprobs = (
+                        REFUSAL,
+                        CONTENT_FILTER,
+                        None,
+                    )
+                else:
+                    choice.text = choice.text[: len(choice.text) - len(seq.text)] + screened
+            choices.append(choice)
     num_completion_tokens = sum(len(seq.token_ids) for output in outputs for seq in output.outputs)
-    return CompletionResponse(
-        id=request_id,
-        model=body.model,
-        choices=choices,
-        usage=UsageInfo(
-            prompt_tokens=num_prompt_tokens,
-            completion_tokens=num_completion_tokens,
-            total_tokens=num_prompt_tokens + num_completion_tokens,
-        ),
+    log(
+        choices=[logged_choice(c.index, c.text, c.finish_reason) for c in choices],
+        completion_tokens=num_completion_tokens,
     )
+    return CompletionResponse(
+        id=request_id, model=body.model, choices=choices,
+        usage=UsageInfo.of(sum(map(len, prompts)), num_completion_tokens),
+    )  # fmt: skip
 
 
 def _tokenize(engine: Engine, prompt: str | list[int]) -> list[int]:
@@ -78,12 +118,9 @@ def _choice(
     engine, body, prompt_idx, prompt_ids, output: EngineOutput, seq: SequenceOutput
 ) -> CompletionChoice:
     text = seq.text
-    logprobs = None
-    if body.logprobs is not None:
-        logprobs = _logprobs(seq.logprobs, body.logprobs)
+    logprobs = _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
     if body.echo:
-        prompt_text = engine.tokenizer.decode(prompt_ids)
-        text = prompt_text + text
+        text = engine.tokenizer.decode(prompt_ids) + text
         if logprobs is not None:
             logprobs = _prepend_prompt(
                 engine, prompt_ids, output.prompt_logprobs, body.logprobs, logprobs
@@ -104,16 +141,20 @@ def _logprobs(
         result.text_offset.append(offset)
         result.tokens.append(lp.token)
         result.token_logprobs.append(lp.logprob)
-        # As vLLM: the chosen token plus the top-k alternatives.
-        result.top_logprobs.append({lp.token: lp.logprob} | dict(lp.top_logprobs[:top_k]))
+        result.top_logprobs.append(_top(lp, top_k))
         offset += len(lp.token)
     return result
+
+
+def _top(lp: TokenLogprob, top_k: int) -> dict[str, float]:
+    """As vLLM: the chosen token plus the top-k alternatives."""
+    return {lp.token: lp.logprob} | dict(lp.top_logprobs[:top_k])
 
 
 def _prepend_prompt(
     engine, prompt_ids, prompt_logprobs, top_k, generated: CompletionLogprobs
 ) -> CompletionLogprobs:
-    """Echo: the prompt tokens' logprobs (first is null) before the generated ones."""
+    """Echo: the prompt tokens' logprobs (the first is null) before the generated ones."""
     result = CompletionLogprobs()
     offset = 0
     for token_id, lp in zip(prompt_ids, prompt_logprobs or [None] * len(prompt_ids), strict=True):
@@ -121,9 +162,7 @@ def _prepend_prompt(
         result.text_offset.append(offset)
         result.tokens.append(token)
         result.token_logprobs.append(lp.logprob if lp is not None else None)
-        result.top_logprobs.append(
-            ({lp.token: lp.logprob} | dict(lp.top_logprobs[:top_k])) if lp else None
-        )
+        result.top_logprobs.append(_top(lp, top_k) if lp is not None else None)
         offset += len(token)
     result.text_offset += [offset + o for o in generated.text_offset]
     result.tokens += generated.tokens
@@ -132,7 +171,9 @@ def _prepend_prompt(
     return result
 
 
-async def _stream(engine, body, prompts, options, request_id, lora) -> AsyncIterator[str]:
+async def _stream(
+    engine, body, prompts, texts, options, request_id, lora, redactor, guardrails, log
+) -> AsyncIterator[str]:
     created = int(time.time())
 
     def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
@@ -142,38 +183,70 @@ async def _stream(engine, body, prompts, options, request_id, lora) -> AsyncIter
             )
         )
 
+    num_choices = len(prompts) * body.n
+    guards = {i: guardrails.stream(redactor) for i in range(num_choices)} if guardrails else {}
+    emitted = {i: "" for i in range(num_choices)}
+    finish_reasons: dict[int, str] = {}
     if body.echo:
         yield chunk(
             [
-                CompletionChoice(index=p * body.n + i, text=engine.tokenizer.decode(ids))
-                for p, ids in enumerate(prompts)
+                CompletionChoice(index=p * body.n + i, text=texts[p])
+                for p in range(len(prompts))
                 for i in range(body.n)
             ]
         )
     num_completion_tokens = 0
-    async for prompt_idx, output in generate_stream(engine, prompts, options, request_id, lora):
-        for seq in output.outputs:
-            num_completion_tokens += len(seq.token_ids)
-            if seq.text or seq.finish_reason:
+    outputs = generate_stream(engine, prompts, options, request_id, lora)
+    async with contextlib.aclosing(outputs):
+        async for prompt_idx, output in outputs:
+            for seq in output.outputs:
+                num_completion_tokens += len(seq.token_ids)
+                index = prompt_idx * body.n + seq.index
+                if index in finish_reasons:
+                    continue
+                text, finish_reason = seq.text, seq.finish_reason
                 logprobs = (
                     _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
                 )
-                yield chunk(
-                    [
-                        CompletionChoice(
-                            index=prompt_idx * body.n + seq.index,
-                            text=seq.text,
-                            logprobs=logprobs,
-                            finish_reason=seq.finish_reason,
-                        )
-                    ]
-                )
+                if guard := guards.get(index):
+                    text = guard.feed(text)
+                    if guard.blocked:
+                        text, finish_reason, logprobs = REFUSAL, CONTENT_FILTER, None
+                        guardrails.count_stream(guard)
+                    elif finish_reason:
+                        text += guard.finish()
+                emitted[index] += text
+                if finish_reason:
+                    finish_reasons[index] = finish_reason
+                if text or finish_reason:
+                    yield chunk(
+                        [
+                            CompletionChoice(
+                                index=index,
+                                text=text,
+                                logprobs=logprobs,
+                                finish_reason=finish_reason,
+                            )
+                        ]
+                    )
+            if len(finish_reasons) == num_choices:
+                break
     if body.stream_options and body.stream_options.include_usage:
-        num_prompt_tokens = sum(len(p) for p in prompts)
-        usage = UsageInfo(
-            prompt_tokens=num_prompt_tokens,
-            completion_tokens=num_completion_tokens,
-            total_tokens=num_prompt_tokens + num_completion_tokens,
-        )
-        yield chunk([], usage)
+        yield chunk([], UsageInfo.of(sum(map(len, prompts)), num_completion_tokens))
     yield DONE
+    log(
+        choices=[logged_choice(i, emitted[i], finish_reasons.get(i)) for i in range(num_choices)],
+        completion_tokens=num_completion_tokens,
+    )
+
+
+async def _once(response: CompletionResponse) -> AsyncIterator[str]:
+    yield sse(response)
+    yield DONE
+
+
+def _refusal(body: CompletionRequest, request_id: str) -> CompletionResponse:
+    return CompletionResponse(
+        id=request_id, model=body.model, usage=UsageInfo.of(0, 0),
+        choices=[CompletionChoice(index=0, text=REFUSAL, finish_reason=CONTENT_FILTER)],
+    )  # fmt: skip

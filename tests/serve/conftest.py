@@ -17,12 +17,14 @@ def wait_until_ready(client: TestClient, timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture
-def make_client() -> Iterator[Callable[..., TestClient]]:
-    """``make_client(engine=None, **ServerConfig fields)`` → a ready TestClient on a fake engine."""
+def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(engine=None, **ServerConfig fields)`` → a ready TestClient on a fake engine,
+    logging to a fresh SQLite file, safety off unless asked for."""
     clients: list[TestClient] = []
 
     def make(engine: FakeEngine | None = None, **config) -> TestClient:
         engine = engine or FakeEngine()
+        config = {"safety": False, "db_url": f"sqlite:///{tmp_path}/log-{len(clients)}.db"} | config
 
         async def factory():
             return engine

@@ -29,7 +29,9 @@ class CharTokenizer:
     def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         return "".join(chr(t - 3) for t in token_ids if t >= 3)
 
-    def apply_chat_template(self, conversation, tokenize=False, add_generation_prompt=True, **kwargs) -> str:
+    def apply_chat_template(
+        self, conversation, tokenize=False, add_generation_prompt=True, **kwargs
+    ) -> str:
         if any(m["role"] == "tool" for m in conversation):
             raise ValueError("this template has no tool role")
         return "".join(f"<{m['role']}>{m['content']}" for m in conversation) + "<assistant>"
@@ -40,7 +42,9 @@ class FakeEngine:
     max_model_len = 256
     vocab_size = 70_000
 
-    def __init__(self, reply: str | None = None, token_delay_s: float = 0.0, max_running: int | None = None):
+    def __init__(
+        self, reply: str | None = None, token_delay_s: float = 0.0, max_running: int | None = None
+    ):
         self.tokenizer = CharTokenizer()
         self.reply = reply
         """Fixed text to generate; None: echo the prompt."""
@@ -51,13 +55,17 @@ class FakeEngine:
         self.requests: list[tuple[list[int], SamplingOptions, str | None]] = []
         self._adapters: dict[str, LoadedAdapter] = {}
 
-    async def generate(self, prompt_token_ids, options: SamplingOptions, request_id: str, lora_name=None):
+    async def generate(
+        self, prompt_token_ids, options: SamplingOptions, request_id: str, lora_name=None
+    ):
         if self.max_running is not None and len(self.running) >= self.max_running:
             raise EngineOverloadedError("queue full")
         self.requests.append((prompt_token_ids, options, lora_name))
         self.running.add(request_id)
         try:
-            source = self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
+            source = (
+                self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
+            )
             target = self.tokenizer.encode(source)[: options.max_tokens]
             finish = "length" if len(target) == options.max_tokens else "stop"
             for stop in options.stop:
@@ -71,14 +79,21 @@ class FakeEngine:
             if not options.stream:
                 for _ in target:
                     await asyncio.sleep(self.token_delay_s)
-                yield self._output(request_id, prompt_token_ids, options, target, finish, prompt_logprobs, True)
+                yield self._output(
+                    request_id, prompt_token_ids, options, target, finish, prompt_logprobs, True
+                )
                 return
             for i, token in enumerate(target):
                 await asyncio.sleep(self.token_delay_s)
                 last = i == len(target) - 1
                 yield self._output(
-                    request_id, prompt_token_ids, options, [token], finish if last else None,
-                    prompt_logprobs if i == 0 else None, last,
+                    request_id,
+                    prompt_token_ids,
+                    options,
+                    [token],
+                    finish if last else None,
+                    prompt_logprobs if i == 0 else None,
+                    last,
                 )
         except asyncio.CancelledError:
             self.aborted.append(request_id)
@@ -89,7 +104,9 @@ class FakeEngine:
         finally:
             self.running.discard(request_id)
 
-    def _output(self, request_id, prompt, options, tokens, finish, prompt_logprobs, finished) -> EngineOutput:
+    def _output(
+        self, request_id, prompt, options, tokens, finish, prompt_logprobs, finished
+    ) -> EngineOutput:
         return EngineOutput(
             request_id=request_id,
             outputs=[
@@ -97,7 +114,9 @@ class FakeEngine:
                     index=i,
                     text=self.tokenizer.decode(tokens),
                     token_ids=list(tokens),
-                    logprobs=[self._logprob(t) for t in tokens] if options.logprobs is not None else None,
+                    logprobs=[self._logprob(t) for t in tokens]
+                    if options.logprobs is not None
+                    else None,
                     finish_reason=finish,
                 )
                 for i in range(options.n)

@@ -20,7 +20,9 @@ def assert_openai_error(response, status: int, param: str | None = None) -> dict
 
 
 def test_malformed_json_is_400(client):
-    response = client.post(CHAT, content=b'{"model": ', headers={"content-type": "application/json"})
+    response = client.post(
+        CHAT, content=b'{"model": ', headers={"content-type": "application/json"}
+    )
     assert assert_openai_error(response, 400)["code"] == "invalid_json"
 
 
@@ -50,7 +52,9 @@ def test_top_logprobs_without_logprobs_is_400(client):
 
 
 def test_beam_search_with_stream_is_400(client):
-    assert_openai_error(client.post(CHAT, json=OK_CHAT | {"use_beam_search": True, "stream": True}), 400)
+    assert_openai_error(
+        client.post(CHAT, json=OK_CHAT | {"use_beam_search": True, "stream": True}), 400
+    )
 
 
 def test_body_not_an_object_is_400(client):
@@ -58,10 +62,15 @@ def test_body_not_an_object_is_400(client):
 
 
 def test_max_tokens_beyond_context_is_400_with_the_numbers(client):
-    error = assert_openai_error(client.post(CHAT, json=OK_CHAT | {"max_tokens": 1000}), 400, "max_tokens")
+    error = assert_openai_error(
+        client.post(CHAT, json=OK_CHAT | {"max_tokens": 1000}), 400, "max_tokens"
+    )
     prompt_tokens = len("<user>hi<assistant>")
     assert str(FakeEngine.max_model_len) in error["message"]
-    assert f"{prompt_tokens} in the prompt" in error["message"] and "1000 for the completion" in error["message"]
+    assert (
+        f"{prompt_tokens} in the prompt" in error["message"]
+        and "1000 for the completion" in error["message"]
+    )
     assert error["code"] == "context_length_exceeded"
 
 
@@ -96,8 +105,13 @@ def test_wrong_method_is_405_in_openai_shape(client):
 def test_missing_or_wrong_api_key_is_401(make_client):
     client = make_client(api_keys=("sekret",))
     assert_openai_error(client.post(CHAT, json=OK_CHAT), 401)
-    assert_openai_error(client.post(CHAT, json=OK_CHAT, headers={"Authorization": "Bearer nope"}), 401)
-    assert client.post(CHAT, json=OK_CHAT, headers={"Authorization": "Bearer sekret"}).status_code == 200
+    assert_openai_error(
+        client.post(CHAT, json=OK_CHAT, headers={"Authorization": "Bearer nope"}), 401
+    )
+    assert (
+        client.post(CHAT, json=OK_CHAT, headers={"Authorization": "Bearer sekret"}).status_code
+        == 200
+    )
     assert_openai_error(client.get("/v1/models"), 401)
     assert client.get("/health").status_code == 200  # probes need no key
     assert client.get("/metrics").status_code == 200
@@ -148,11 +162,15 @@ def test_not_ready_is_503(make_client):
 
 
 def test_unload_unknown_adapter_is_404(client):
-    assert_openai_error(client.post("/v1/unload_lora_adapter", json={"lora_name": "nope"}), 404, "lora_name")
+    assert_openai_error(
+        client.post("/v1/unload_lora_adapter", json={"lora_name": "nope"}), 404, "lora_name"
+    )
 
 
 def test_load_adapter_from_a_non_adapter_dir_is_400(client, tmp_path):
-    response = client.post("/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(tmp_path)})
+    response = client.post(
+        "/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(tmp_path)}
+    )
     assert_openai_error(response, 400, "lora_path")
 
 

@@ -27,7 +27,11 @@ def test_chat_completion_shape_and_usage(client):
     assert choice["message"] == {"role": "assistant", "content": "<user", "refusal": None}
     assert choice["finish_reason"] == "length"
     prompt_tokens = len("<user>hi<assistant>")
-    assert body["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 5, "total_tokens": prompt_tokens + 5}
+    assert body["usage"] == {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": 5,
+        "total_tokens": prompt_tokens + 5,
+    }
 
 
 def test_ids_are_unique(client):
@@ -37,13 +41,35 @@ def test_ids_are_unique(client):
 
 def test_sampling_fields_reach_the_engine(client):
     chat(
-        client, max_tokens=3, temperature=0.3, top_p=0.9, n=2, stop=["x"], seed=7, presence_penalty=0.5,
-        frequency_penalty=0.25, top_k=5, min_p=0.1, repetition_penalty=1.2, ignore_eos=True,
+        client,
+        max_tokens=3,
+        temperature=0.3,
+        top_p=0.9,
+        n=2,
+        stop=["x"],
+        seed=7,
+        presence_penalty=0.5,
+        frequency_penalty=0.25,
+        top_k=5,
+        min_p=0.1,
+        repetition_penalty=1.2,
+        ignore_eos=True,
     )
     _, options, lora = client.engine.requests[-1]
-    assert (options.temperature, options.top_p, options.n, options.stop, options.seed) == (0.3, 0.9, 2, ("x",), 7)
+    assert (options.temperature, options.top_p, options.n, options.stop, options.seed) == (
+        0.3,
+        0.9,
+        2,
+        ("x",),
+        7,
+    )
     assert (options.presence_penalty, options.frequency_penalty) == (0.5, 0.25)
-    assert (options.top_k, options.min_p, options.repetition_penalty, options.ignore_eos) == (5, 0.1, 1.2, True)
+    assert (options.top_k, options.min_p, options.repetition_penalty, options.ignore_eos) == (
+        5,
+        0.1,
+        1.2,
+        True,
+    )
     assert lora is None
 
 
@@ -73,7 +99,11 @@ def test_chat_stream_role_first_then_deltas_then_usage(client):
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
     text = "".join(e["choices"][0]["delta"]["content"] or "" for e in events[1:] if e["choices"])
     assert text == "<use"
-    finals = [e["choices"][0]["finish_reason"] for e in events if e["choices"] and e["choices"][0]["finish_reason"]]
+    finals = [
+        e["choices"][0]["finish_reason"]
+        for e in events
+        if e["choices"] and e["choices"][0]["finish_reason"]
+    ]
     assert finals == ["length"]
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 4
     assert len({e["id"] for e in events}) == 1
@@ -81,10 +111,16 @@ def test_chat_stream_role_first_then_deltas_then_usage(client):
 
 def test_completion_text_prompt_list_and_indexes(client):
     body = client.post(
-        "/v1/completions", json={"model": "fake-model", "prompt": ["abc", "xyz"], "max_tokens": 2, "n": 2}
+        "/v1/completions",
+        json={"model": "fake-model", "prompt": ["abc", "xyz"], "max_tokens": 2, "n": 2},
     ).json()
     assert body["object"] == "text_completion"
-    assert sorted((c["index"], c["text"]) for c in body["choices"]) == [(0, "ab"), (1, "ab"), (2, "xy"), (3, "xy")]
+    assert sorted((c["index"], c["text"]) for c in body["choices"]) == [
+        (0, "ab"),
+        (1, "ab"),
+        (2, "xy"),
+        (3, "xy"),
+    ]
     assert body["usage"]["prompt_tokens"] == 6
 
 
@@ -96,7 +132,13 @@ def test_completion_default_max_tokens_is_16(client):
 def test_completion_echo_with_logprobs_scores_every_prompt_token(client):
     body = client.post(
         "/v1/completions",
-        json={"model": "fake-model", "prompt": "hello", "max_tokens": 1, "echo": True, "logprobs": 1},
+        json={
+            "model": "fake-model",
+            "prompt": "hello",
+            "max_tokens": 1,
+            "echo": True,
+            "logprobs": 1,
+        },
     ).json()
     (choice,) = body["choices"]
     assert choice["text"] == "helloh"
@@ -108,14 +150,22 @@ def test_completion_echo_with_logprobs_scores_every_prompt_token(client):
 
 
 def test_completion_token_prompt(client):
-    body = client.post("/v1/completions", json={"model": "fake-model", "prompt": [100, 101], "max_tokens": 2}).json()
+    body = client.post(
+        "/v1/completions", json={"model": "fake-model", "prompt": [100, 101], "max_tokens": 2}
+    ).json()
     assert body["choices"][0]["text"] == "ab"
 
 
 def test_completion_stream(client):
     response = client.post(
         "/v1/completions",
-        json={"model": "fake-model", "prompt": "abc", "max_tokens": 3, "stream": True, "stream_options": {"include_usage": True}},
+        json={
+            "model": "fake-model",
+            "prompt": "abc",
+            "max_tokens": 3,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
     )
     events = sse_events(response)
     assert "".join(e["choices"][0]["text"] for e in events if e["choices"]) == "abc"
@@ -137,7 +187,10 @@ def test_beam_search_options(client):
 def test_models_lists_base_and_adapters(make_client, tmp_path):
     client = make_client(adapters=(("support", str(tmp_path)),))
     data = client.get("/v1/models").json()["data"]
-    assert [(m["id"], m["parent"]) for m in data] == [("fake-model", None), ("support", "fake-model")]
+    assert [(m["id"], m["parent"]) for m in data] == [
+        ("fake-model", None),
+        ("support", "fake-model"),
+    ]
 
 
 def test_model_picks_the_adapter(make_client, tmp_path):
@@ -148,7 +201,9 @@ def test_model_picks_the_adapter(make_client, tmp_path):
 
 def test_load_and_unload_adapter(client, tmp_path):
     (tmp_path / "adapter_config.json").write_text("{}")
-    response = client.post("/v1/load_lora_adapter", json={"lora_name": "a1", "lora_path": str(tmp_path)})
+    response = client.post(
+        "/v1/load_lora_adapter", json={"lora_name": "a1", "lora_path": str(tmp_path)}
+    )
     assert response.status_code == 200, response.text
     assert "a1" in [m["id"] for m in client.get("/v1/models").json()["data"]]
     assert client.post("/v1/unload_lora_adapter", json={"lora_name": "a1"}).status_code == 200

@@ -1,0 +1,61 @@
+"""RAG for chat requests: retrieve on the last user turn, put numbered sources into the prompt
+within the context budget, return the sources used as citations. Also owns the embedder that
+``/v1/embeddings`` serves (the same all-MiniLM-L6-v2 the indexes were built with)."""
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+from rag.embed import Embedder
+from rag.errors import IndexNotFoundError, RagError
+from rag.prompt import augment_messages
+from rag.retrieve import Hit, Retriever
+from serve.errors import BadRequestError, NotFoundError
+
+
+class Retrieval:
+    """Opened retrievers by index name (reopened when the index is re-published), one embedder."""
+
+    def __init__(self, default_index: str | None = None):
+        self.default_index = default_index
+        self._lock = threading.Lock()
+        self._embedder: Embedder | None = None
+        self._retrievers: dict[str, Retriever] = {}
+
+    def embedder(self) -> Embedder:
+        """Loaded on first use (blocking: call from a worker thread)."""
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = Embedder()
+            return self._embedder
+
+    async def search(self, index: str, query: str, top_k: int) -> list[Hit]:
+        return await asyncio.to_thread(self._search, index, query, top_k)
+
+    def _search(self, index: str, query: str, top_k: int) -> list[Hit]:
+        try:
+            return self._retriever(index).search(query, top_k=top_k)
+        except IndexNotFoundError as e:
+            raise NotFoundError(str(e), param="rag.index", code="index_not_found") from e
+        except RagError as e:
+            raise BadRequestError(str(e), param="rag") from e
+
+    def _retriever(self, index: str) -> Retriever:
+        embedder = self.embedder()
+        with self._lock:
+            retriever = self._retrievers.get(index)
+            if retriever is None or retriever.is_stale():
+                retriever = self._retrievers[index] = Retriever.open(index, embedder=embedder)
+            return retriever
+
+
+def last_user_text(messages: list[dict]) -> str:
+    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+
+
+def with_sources(
+    messages: list[dict], hits: list[Hit], count_tokens: Callable[[str], int], budget_tokens: int
+) -> tuple[list[dict], list[dict]]:
+    """(messages with the sources that fit ``budget_tokens``, their citations)."""
+    messages, used = augment_messages(messages, hits, count_tokens, budget_tokens)
+    return messages, [hit.citation() for hit in used]
