@@ -27,6 +27,8 @@ router = APIRouter()
 UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 ApiKeyId = Annotated[str | None, Depends(require_api_key)]
 PROTECTED = [Depends(require_api_key)]
+PENDING_WRITE_TIMEOUT_S = 5.0
+"""How long feedback on a just-returned completion waits for the writer to store it."""
 
 
 class FeedbackRequest(BaseModel):
@@ -65,7 +67,14 @@ async def create_feedback(request: Request, api_key_id: ApiKeyId) -> dict:
     body = _parse_feedback(await request.body())
     log = _request_log(request)
     fb = Feedback(**body.model_dump(), api_key_id=api_key_id)
-    return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
+    try:
+        return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
+    except NotFoundError:
+        # A client may rate an answer the moment it arrives, before the writer has stored it:
+        # write what is queued, then look once more.
+        if not await log.flush(timeout=PENDING_WRITE_TIMEOUT_S):
+            raise
+        return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
 
 
 # -- the UI's JSON API --------------------------------------------------------------------------

@@ -119,3 +119,13 @@ def test_list_filters_and_detail(client):
 def test_bad_list_parameters_are_400(client, params):
     r = client.get("/ui/api/conversations", params=params, headers=AUTH)
     assert r.status_code == 400, r.text
+
+
+def test_feedback_right_after_the_answer_waits_for_the_writer(client, make_record):
+    """The server submits the record as it answers; the client may rate it at once."""
+    log = client.app.state.request_log
+    record = make_record(42)
+    client.portal.call(log.submit, record)  # on the app's event loop, as the chat route does
+    r = post(client, {"completion_id": record.id, "rating": 1})
+    assert r.status_code == 200, r.text
+    assert client.store.get(record.id)["rating"] == 1
