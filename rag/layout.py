@@ -1,9 +1,10 @@
 """Where an index lives on disk, and how a new version replaces the old one atomically.
 
-``$LLMLOOP_HOME/indexes/NAME/`` holds one directory per version (``v-<time>-<random>``) and a
-``CURRENT`` file naming the live one. A writer fills a fresh version directory, then replaces
-``CURRENT`` with ``os.replace`` (atomic on POSIX), then deletes older versions. A crash at any
-point leaves ``CURRENT`` naming a complete version, so the previous index stays usable.
+``$LLMLOOP_HOME/indexes/NAME/`` holds one directory per version (``v-<ns since epoch>-<random>``,
+so names sort by creation time) and a ``CURRENT`` file naming the live one. A writer fills a fresh
+version directory, then replaces ``CURRENT`` with ``os.replace`` (atomic on POSIX), then deletes
+older versions. A crash at any point leaves ``CURRENT`` naming a complete version, so the previous
+index stays usable. Two writers on one index at once are not supported: the last to publish wins.
 """
 
 import os
@@ -59,7 +60,7 @@ def new_version_dir(name: str) -> Path:
     """A fresh, empty version directory for a writer to fill before ``publish``."""
     root = index_root(name)
     root.mkdir(parents=True, exist_ok=True)
-    version = root / f"v-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    version = root / f"v-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
     version.mkdir()
     return version
 
