@@ -133,6 +133,11 @@ class RequestLog:
                     await self._write(batch)
                 if self._db_up() and self.spool.has_pending():
                     await self._replay()
+            except asyncio.CancelledError:
+                # shutdown while a write hangs: keep the batch (if the write lands after all,
+                # the replay skips the ids already stored)
+                self._to_spool(batch)
+                raise
             except Exception:
                 logger.exception("request log writer: unexpected error")
             finally:

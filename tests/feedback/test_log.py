@@ -105,6 +105,33 @@ def test_rows_spooled_at_shutdown_are_written_by_the_next_start(make_record, tmp
     asyncio.run(restart())
 
 
+def test_shutdown_during_a_hung_write_keeps_the_batch(make_record, tmp_path):
+    """The writer is stuck waiting for a lock when the server stops: the batch goes to the spool."""
+    db, spool_dir = tmp_path / "log.db", tmp_path / "sp"
+
+    async def shutdown_mid_write():
+        log = RequestLog(f"sqlite:///{db}", spool_dir=spool_dir, sqlite_busy_timeout_s=60)
+        await log.start()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        for i in range(10):
+            log.submit(make_record(i))
+        await log.aclose(timeout=0.3)
+        assert log.spool.has_pending()
+        blocker.execute("ROLLBACK")  # the hung write may now land too: the replay skips it
+        blocker.close()
+
+    async def restart():
+        log = RequestLog(f"sqlite:///{db}", spool_dir=spool_dir)
+        await log.start()
+        assert await log.flush(timeout=30)
+        assert count(log) == 10
+        await log.aclose()
+
+    asyncio.run(shutdown_mid_write())
+    asyncio.run(restart())
+
+
 def test_a_database_that_is_not_there_yet(postgres, make_record, tmp_path):
     """The server starts before its PostgreSQL database exists; rows appear once it does."""
     import psycopg
