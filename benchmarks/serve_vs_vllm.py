@@ -134,10 +134,11 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
     for metric in ("ttft", "tpot", "itl", "e2el"):
         for stat in ("mean", "p50", "p90", "p99"):
             rows.append((f"{metric.upper()} {stat} (ms)", _stat_getter(metric, stat)))
-    lines = [f"{'metric':<32}" + "".join(f"{n:>14}" for n in names)]
-    lines += [
-        f"{label:<32}" + "".join(f"{get(results[n]):>14}" for n in names) for label, get in rows
-    ]
+    lines = [f"{'metric':<32}" + "".join(f"{n:>14}" for n in names)] if names else []
+    if names:
+        lines += [
+            f"{label:<32}" + "".join(f"{get(results[n]):>14}" for n in names) for label, get in rows
+        ]
     if transformers_tok_s is not None:
         lines.append(f"{'transformers generate (tok/s)':<32}{transformers_tok_s:>14.1f}")
     lines.append("")

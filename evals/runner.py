@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from evals.client import EvalClient
-from evals.errors import TaskConfigError
+from evals.errors import EvalError, TaskConfigError
 from evals.task_types import aggregate, score_sample
 from evals.tasks import TaskConfig, dataset_sha256, fewshot_pool, load_samples
 
@@ -44,6 +44,10 @@ class RunConfig:
     """Retries per request on connection errors, 429 and 5xx, with exponential backoff."""
     fresh: bool = False
     """Ignore cached sample records in out_dir and start over."""
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1 or self.max_retries < 0:
+            raise EvalError("--concurrency must be at least 1 and --max-retries at least 0")
 
 
 @dataclass
