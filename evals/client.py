@@ -4,7 +4,9 @@ The openai client retries connection errors, 408/409/429 and 5xx with exponentia
 jitter (``max_retries``); what still fails becomes a ``ServerError`` naming what to check.
 """
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -97,30 +99,24 @@ class EvalClient:
         return PromptLogprobs(list(logprobs.tokens), list(logprobs.token_logprobs), list(offsets))
 
     def _errors(self):
-        return _translate_errors(self.base_url, self.model)
+        return _server_errors(self.base_url, self.model)
 
 
-class _translate_errors:
-    """Turn openai exceptions into ServerError messages that say what to check."""
-
-    def __init__(self, base_url: str, model: str) -> None:
-        self.base_url, self.model = base_url, model
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if isinstance(exc, openai.APIConnectionError):
-            raise ServerError(f"cannot reach {self.base_url} ({exc}); check --base-url") from exc
-        if isinstance(exc, openai.AuthenticationError):
-            raise ServerError(f"{self.base_url} refused the API key; pass --api-key") from exc
-        if isinstance(exc, openai.NotFoundError):
-            raise ServerError(
-                f"{self.base_url}: {exc.message}; check --model {self.model!r} (GET /v1/models)"
-            ) from exc
-        if isinstance(exc, openai.APIStatusError):
-            raise ServerError(f"{self.base_url} answered {exc.status_code}: {exc.message}") from exc
-        return False
+@contextlib.contextmanager
+def _server_errors(base_url: str, model: str) -> Iterator[None]:
+    """Turn openai exceptions (after its retries) into messages that say what to check."""
+    try:
+        yield
+    except openai.APIConnectionError as e:
+        raise ServerError(f"cannot reach {base_url} ({e}); check --base-url") from e
+    except openai.AuthenticationError as e:
+        raise ServerError(f"{base_url} refused the API key; pass --api-key") from e
+    except openai.NotFoundError as e:
+        raise ServerError(
+            f"{base_url}: {e.message}; check --model {model!r} (GET /v1/models)"
+        ) from e
+    except openai.APIStatusError as e:
+        raise ServerError(f"{base_url} answered {e.status_code}: {e.message}") from e
 
 
 _OPENAI_PARAMS = {"max_tokens", "temperature", "top_p", "n", "stop", "seed", "logprobs", "echo"}
