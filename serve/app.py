@@ -8,6 +8,7 @@ seconds on CPU), then 200. Heavy objects live on ``app.state``: ``engine``, ``co
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -32,7 +33,7 @@ from serve.feedback.router import router as feedback_router
 from serve.guardrails import Guardrails
 from serve.metrics import ServerMetrics
 from serve.retrieval import Retrieval
-from serve.routes import adapters, chat, completions, health, models
+from serve.routes import adapters, chat, completions, embeddings, health, models, moderations
 
 logger = logging.getLogger("llmloop.serve")
 
@@ -55,11 +56,14 @@ def create_app(
     app.state.adapter_versions = {}
     app.state.request_log = None
     app.state.guardrails = None
+    app.state.harm_classifier = None  # /v1/moderations' own, when the safety layer is off
+    app.state.lazy_load_lock = threading.Lock()
     app.state.retrieval = Retrieval(config.rag_index)
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for router in (models.router, chat.router, completions.router, adapters.router):
+    routers = (models, chat, completions, embeddings, moderations, adapters)
+    for router in (module.router for module in routers):
         app.include_router(router, dependencies=protected)
     app.include_router(feedback_router)  # guards its data routes itself; the UI page is public
     _add_error_handlers(app)

@@ -10,6 +10,7 @@ from serve.metrics import ServerMetrics
 
 if TYPE_CHECKING:  # the safety package (and torch) load with the guardrails, not on import
     from safety.guard import Guard, StreamGuard, Verdict
+    from safety.harm import HarmClassifier
     from safety.redact import Redactor
 
 REFUSAL = "I can't help with that request."
@@ -25,19 +26,23 @@ class Blocked:
 
 
 class Guardrails:
-    def __init__(self, guard: "Guard", metrics: ServerMetrics):
+    def __init__(self, guard: "Guard", classifier: "HarmClassifier", metrics: ServerMetrics):
         self.guard = guard
+        self.classifier = classifier
+        """The harm classifier the guard uses; /v1/moderations serves it too."""
         self.metrics = metrics
 
     @classmethod
     def load(cls, policy_path: str | None, metrics: ServerMetrics) -> "Guardrails":
         """Blocking (loads the classifier): call it from a worker thread at start-up."""
         from safety.guard import Guard
+        from safety.harm import HarmClassifier
         from safety.policy import load_policy
 
-        guard = Guard(load_policy(policy_path))
-        guard.check("warm-up", "input")  # load the classifier now, not on the first request
-        return cls(guard, metrics)
+        policy = load_policy(policy_path)
+        classifier = HarmClassifier.load()
+        classifier.classify(["warm-up"])  # first call pays one-time costs, not the first request
+        return cls(Guard(policy, classifier), classifier, metrics)
 
     def redactor(self) -> "Redactor":
         """One per request, so placeholders (<EMAIL_1>) stay stable across its messages."""

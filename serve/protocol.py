@@ -305,3 +305,47 @@ class LoadLoRAAdapterRequest(OpenAIModel):
 
 class UnloadLoRAAdapterRequest(OpenAIModel):
     lora_name: Annotated[str, Field(min_length=1)]
+
+
+class EmbeddingRequest(OpenAIModel):
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    model: str
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Embedding(OpenAIModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(OpenAIModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: UsageInfo
+
+
+class ModerationRequest(OpenAIModel):
+    input: str | Annotated[list[str], Field(min_length=1, max_length=256)]
+    model: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ModerationResult(OpenAIModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+
+
+class ModerationResponse(OpenAIModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
