@@ -1,0 +1,205 @@
+"""Apply a ``SafetyPolicy`` to whole texts (``Guard.check``) and to streamed output (``StreamGuard``).
+
+``check`` detects PII, classifies harm only when the policy blocks some category, and answers
+one ``Verdict``. ``StreamGuard`` receives output deltas and releases only text that can no
+longer become part of a PII span, already redacted; it classifies the accumulated text at
+sentence boundaries (not every token) and sets ``blocked`` when a blocked category shows up.
+"""
+
+import threading
+from dataclasses import dataclass, field
+from typing import Literal
+
+from safety.harm import Classification, HarmClassifier
+from safety.pii import Finding, detect
+from safety.policy import Direction, DirectionPolicy, SafetyPolicy
+from safety.redact import Redactor
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Literal["allow", "redact", "block"]
+    """What the caller should do: pass ``text`` on, pass the redacted ``text`` on, or refuse."""
+    text: str
+    """The text with every PII span the policy redacts or blocks replaced: safe to log."""
+    findings: list[Finding]
+    """Every PII span found, whatever the policy does with it."""
+    blocked_categories: list[str]
+    """Harm categories (and PII types) that made the verdict ``block``."""
+    classification: Classification | None
+    """The harm classification, or None when the policy allows every category."""
+
+
+class Guard:
+    """A policy plus the classifier it needs; shared by all requests of a server."""
+
+    def __init__(self, policy: SafetyPolicy, classifier: HarmClassifier | None = None):
+        self.policy = policy
+        self._classifier = classifier
+        self._lock = threading.Lock()
+
+    @property
+    def classifier(self) -> HarmClassifier:
+        """The harm classifier, loaded on first use when none was given."""
+        if self._classifier is None:
+            with self._lock:
+                if self._classifier is None:
+                    self._classifier = HarmClassifier.load()
+        return self._classifier
+
+    def check(self, text: str, direction: Direction, redactor: Redactor | None = None) -> Verdict:
+        rules = self.policy.direction(direction)
+        redactor = redactor or Redactor(self.policy.operator)
+        findings = detect(text)
+        classification = self.classify(text, rules)
+        blocked = blocked_pii(findings, rules) + blocked_harm(classification, rules)
+        hidden = [f for f in findings if rules.pii[f.type] != "allow"]
+        safe_text = redactor.redact(text, hidden) if hidden else text
+        if blocked:
+            action = "block"
+        elif any(rules.pii[f.type] == "redact" for f in findings):
+            action = "redact"
+        else:
+            action = "allow"
+        return Verdict(action, safe_text, findings, blocked, classification)
+
+    def classify(self, text: str, rules: DirectionPolicy) -> Classification | None:
+        if not rules.needs_classifier or not text.strip():
+            return None
+        return self.classifier.classify([text])[0]
+
+    def redact(self, text: str, redactor: Redactor | None = None) -> str:
+        """``text`` with every PII span redacted, whatever the policy: for logs."""
+        return (redactor or Redactor(self.policy.operator)).redact(text, detect(text))
+
+    def stream(
+        self, direction: Direction = "output", redactor: Redactor | None = None
+    ) -> "StreamGuard":
+        return StreamGuard(self, direction, redactor or Redactor(self.policy.operator))
+
+
+def blocked_pii(findings: list[Finding], rules: DirectionPolicy) -> list[str]:
+    return sorted({f.type for f in findings if rules.pii[f.type] == "block"})
+
+
+def blocked_harm(classification: Classification | None, rules: DirectionPolicy) -> list[str]:
+    if classification is None:
+        return []
+    return [c for c in classification.flagged_categories if rules.harm[c] == "block"]
+
+
+# Characters a PII span may continue with after a space: the digit groups of phone and card
+# numbers and SSNs, the capitals and digits of IBAN groups, PEM headers.
+JOINABLE = frozenset("0123456789+-().# ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+MAX_JOINABLE_HOLD = 64  # chars; longer than any spaced PII (an IBAN is at most 34 + 8 spaces)
+MAX_WORD_HOLD = 4096  # chars; one "word" (no whitespace) is held whole up to this size
+MAX_KEY_HOLD = 16384  # chars; an unterminated private key block is held up to this size
+CONTEXT_CHARS = 32  # already-released text the detectors see before the pending text
+HARM_CHECK_CHARS = 160  # classify after this many new chars at a sentence end ...
+HARM_FORCE_CHARS = 400  # ... or after this many whatever the punctuation
+HARM_FIRST_CHARS = 48  # the first check, at the first sentence end past this length
+HARM_TAIL_CHARS = 1000  # classify the tail of the output, not all of it every time
+SENTENCE_ENDS = frozenset(".!?\n")
+PRIVATE_KEY_BEGIN = "-----BEGIN"
+
+
+@dataclass
+class StreamGuard:
+    """Guards one streamed answer. ``feed`` each delta, send what it returns, then send
+    ``finish()``; stop early (finish_reason ``content_filter``) once ``blocked`` is set."""
+
+    guard: Guard
+    direction: Direction
+    redactor: Redactor
+    blocked: bool = field(default=False, init=False)
+    """Set once the output is harmful (or holds PII) under a ``block`` rule; stop streaming."""
+    blocked_categories: list[str] = field(default_factory=list, init=False)
+    """The harm categories (or PII types) that set ``blocked``."""
+    findings: list[Finding] = field(default_factory=list, init=False)
+    """Every PII span released so far (offsets into the whole streamed text)."""
+    text: str = field(default="", init=False, repr=False)
+    """Everything fed so far, unredacted (never send this)."""
+    _released: int = field(default=0, init=False, repr=False)  # chars of ``text`` released
+    _classified: int = field(default=0, init=False, repr=False)  # len(text) at the last check
+
+    def __post_init__(self) -> None:
+        self.rules = self.guard.policy.direction(self.direction)
+
+    def feed(self, delta: str) -> str:
+        """The text that is safe to emit now, already redacted ("" while holding back)."""
+        if self.blocked:
+            return ""
+        self.text += delta
+        if self.rules.needs_classifier and self._harm_check_due(delta):
+            self._check_harm()
+            if self.blocked:
+                return ""
+        return self._release(self._hold_start())
+
+    def finish(self) -> str:
+        """The held-back rest, redacted ("" when blocked)."""
+        if self.blocked:
+            return ""
+        if self.rules.needs_classifier and self._classified < len(self.text):
+            self._check_harm()
+            if self.blocked:
+                return ""
+        return self._release(len(self.text))
+
+    def _harm_check_due(self, delta: str) -> bool:
+        new = len(self.text) - self._classified
+        at_sentence_end = any(ch in SENTENCE_ENDS for ch in delta)
+        if self._classified == 0:
+            return len(self.text) >= HARM_FIRST_CHARS and at_sentence_end
+        return new >= HARM_FORCE_CHARS or (new >= HARM_CHECK_CHARS and at_sentence_end)
+
+    def _check_harm(self) -> None:
+        self._classified = len(self.text)
+        classification = self.guard.classify(self.text[-HARM_TAIL_CHARS:], self.rules)
+        categories = blocked_harm(classification, self.rules)
+        if categories:
+            self.blocked, self.blocked_categories = True, categories
+
+    def _hold_start(self) -> int:
+        """Where the suffix starts that could still become (part of) a PII span."""
+        text, lo = self.text, self._released
+        key = text.rfind(PRIVATE_KEY_BEGIN, lo)
+        if key >= 0 and "-----END" not in text[key + len(PRIVATE_KEY_BEGIN) :]:
+            return max(key, len(text) - MAX_KEY_HOLD)
+        start = len(text)
+        while start > lo and not text[start - 1].isspace():  # the last word may still grow
+            start -= 1
+        start = max(start, len(text) - MAX_WORD_HOLD)
+        joinable_floor = max(lo, start - MAX_JOINABLE_HOLD)
+        while start > joinable_floor and text[start - 1] in JOINABLE:
+            start -= 1
+        return start
+
+    def _release(self, cut: int) -> str:
+        """Redact and release ``text[_released:cut]``, moving ``cut`` back so that no PII span
+        crosses it."""
+        if cut <= self._released:
+            return ""
+        window_start = max(0, self._released - CONTEXT_CHARS)
+        window = self.text[window_start:]
+        pending = []
+        for f in detect(window):
+            start, end = f.start + window_start, f.end + window_start
+            if start < self._released:
+                continue  # context only; it was handled when released
+            if start < cut < end:
+                cut = start
+            pending.append(Finding(f.type, start, end, f.text, f.score))
+        released = [f for f in pending if f.end <= cut]
+        if blocked := blocked_pii(released, self.rules):
+            self.blocked, self.blocked_categories = True, blocked
+            return ""
+        hidden = [f for f in released if self.rules.pii[f.type] != "allow"]
+        chunk = self.text[self._released : cut]
+        shifted = [
+            Finding(f.type, f.start - self._released, f.end - self._released, f.text, f.score)
+            for f in hidden
+        ]
+        self.findings.extend(released)
+        self._released = cut
+        return self.redactor.redact(chunk, shifted) if shifted else chunk

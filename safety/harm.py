@@ -1,0 +1,171 @@
+"""Harmful-content classification: a logistic-regression head over MiniLM sentence embeddings.
+
+The head (``harm_head.json``, trained by ``safety.train_harm`` on ``data/harm_train.jsonl``) maps
+an all-MiniLM-L6-v2 embedding to softmax probabilities over ``benign`` and the categories below.
+A text is flagged when the probability of not being benign reaches the head's threshold (chosen
+at training time for a low benign false-positive rate). Long texts are cut into overlapping
+windows, and the most harmful window speaks for the text.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from safety.errors import ClassifierNotFoundError
+
+CATEGORIES: tuple[str, ...] = (
+    "violent_crimes",  # Llama Guard S1: murder, assault, kidnapping, torture, threats
+    "non_violent_crimes",  # S2: fraud, scams, theft, hacking and malware, drugs, trafficking
+    "weapons_mass_harm",  # S9: chemical, biological, radiological, nuclear, explosives
+    "self_harm",  # S11: suicide, self-injury, disordered eating
+    "hate",  # S10: demeaning people for a protected characteristic
+    "sexual_minors",  # S4: any sexual content involving minors
+    "sexual_content",  # S12: explicit sexual content between adults
+)
+BENIGN = "benign"
+HEAD_PATH = Path(__file__).with_name("harm_head.json")
+WINDOW_CHARS = 1000  # ~220 word pieces: under MiniLM's 256-token limit
+WINDOW_STRIDE = 800
+
+Encoder = Callable[[list[str]], np.ndarray]  # texts -> [num_texts, dim] unit-norm embeddings
+
+
+@dataclass(frozen=True)
+class Classification:
+    flagged: bool
+    """True when the text is harmful in at least one category."""
+    categories: dict[str, bool]
+    """Per category (every name in ``CATEGORIES``): is the text harmful in this way."""
+    category_scores: dict[str, float]
+    """Per category: the head's probability in [0, 1] (all categories and benign sum to 1)."""
+
+    @property
+    def flagged_categories(self) -> list[str]:
+        return [name for name, hit in self.categories.items() if hit]
+
+
+@dataclass(frozen=True)
+class HarmHead:
+    classes: tuple[str, ...]
+    """``benign`` first, then the categories, in the row order of ``coef``."""
+    coef: np.ndarray  # [num_classes, dim]
+    intercept: np.ndarray  # [num_classes]
+    threshold: float
+    """A text is flagged when 1 - p(benign) >= threshold."""
+    metadata: dict
+    """Provenance: embedder, training file and its sha256, hyper-parameters, CV figures."""
+
+    @classmethod
+    def load(cls, path: Path = HEAD_PATH) -> "HarmHead":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise ClassifierNotFoundError(
+                f"cannot read the harm classifier head {path}: {e}; "
+                "retrain it with `python -m safety.train_harm`"
+            ) from e
+        return cls(
+            classes=tuple(data["classes"]),
+            coef=np.asarray(data["coef"], dtype=np.float32),
+            intercept=np.asarray(data["intercept"], dtype=np.float32),
+            threshold=float(data["threshold"]),
+            metadata=data.get("metadata", {}),
+        )
+
+    def save(self, path: Path = HEAD_PATH) -> None:
+        data = {
+            "classes": list(self.classes),
+            "threshold": self.threshold,
+            "metadata": self.metadata,
+            "intercept": np.round(self.intercept, 6).tolist(),
+            "coef": np.round(self.coef, 6).tolist(),
+        }
+        Path(path).write_text(json.dumps(data) + "\n")
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """[num_texts, dim] -> [num_texts, num_classes] softmax probabilities."""
+        logits = embeddings @ self.coef.T + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+class HarmClassifier:
+    """Batched harmful-content classifier; ``load()`` for the shipped head and embedder."""
+
+    def __init__(self, encode: Encoder, head: HarmHead):
+        if head.classes[0] != BENIGN or set(head.classes[1:]) != set(CATEGORIES):
+            raise ClassifierNotFoundError(
+                f"the harm head's classes {head.classes} do not match {(BENIGN, *CATEGORIES)}; "
+                "retrain it with `python -m safety.train_harm`"
+            )
+        self.encode = encode
+        self.head = head
+
+    @classmethod
+    def load(
+        cls, head_path: Path = HEAD_PATH, embedder_dir: Path | None = None
+    ) -> "HarmClassifier":
+        """The shipped head over the shipped all-MiniLM-L6-v2 (``llmloop.models.embedder_dir()``);
+        nothing is downloaded."""
+        return cls(load_encoder(embedder_dir), HarmHead.load(head_path))
+
+    def classify(self, texts: list[str]) -> list[Classification]:
+        """One ``Classification`` per text, computed in one batch."""
+        if not texts:
+            return []
+        windows, owners = [], []
+        for i, text in enumerate(texts):
+            for window in split_windows(text):
+                windows.append(window)
+                owners.append(i)
+        probabilities = self.head.probabilities(self.encode(windows))  # [num_windows, classes]
+        harm = 1.0 - probabilities[:, 0]
+        best: dict[int, int] = {}  # text -> its most harmful window
+        for row, owner in enumerate(owners):
+            if owner not in best or harm[row] > harm[best[owner]]:
+                best[owner] = row
+        return [self._classification(probabilities[best[i]]) for i in range(len(texts))]
+
+    def _classification(self, probabilities: np.ndarray) -> Classification:
+        scores = {
+            name: float(p) for name, p in zip(self.head.classes[1:], probabilities[1:], strict=True)
+        }
+        threshold = self.head.threshold
+        is_flagged = 1.0 - float(probabilities[0]) >= threshold
+        top = max(scores, key=scores.__getitem__)
+        categories = {
+            name: scores[name] >= threshold or (is_flagged and name == top) for name in CATEGORIES
+        }
+        return Classification(
+            flagged=is_flagged,
+            categories=categories,
+            category_scores={name: round(scores[name], 4) for name in CATEGORIES},
+        )
+
+
+def split_windows(text: str) -> list[str]:
+    """Overlapping windows of at most ``WINDOW_CHARS`` characters (one for a short text)."""
+    if len(text) <= WINDOW_CHARS:
+        return [text]
+    starts = range(0, len(text) - WINDOW_CHARS + WINDOW_STRIDE, WINDOW_STRIDE)
+    return [text[s : s + WINDOW_CHARS] for s in starts]
+
+
+def load_encoder(embedder_dir: Path | None = None) -> Encoder:
+    """A sentence-transformers encoder on CPU returning unit-norm float32 embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    from llmloop.models import embedder_dir as shipped_embedder_dir
+
+    model = SentenceTransformer(str(embedder_dir or shipped_embedder_dir()), device="cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(
+            texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+        ).astype(np.float32)
+
+    return encode
