@@ -1,0 +1,42 @@
+import pytest
+
+from safety.pii import detect
+from safety.redact import Redactor
+
+TEXT = "Mail a@b.co or A@B.CO, call +1 415 555 2671, then mail c@d.io"
+
+
+def test_placeholders_are_typed_and_stable_within_a_conversation() -> None:
+    redactor = Redactor()
+    first = redactor.redact(TEXT, detect(TEXT))
+    assert first == "Mail <EMAIL_1> or <EMAIL_1>, call <PHONE_1>, then mail <EMAIL_2>"
+    later = "Reply to c@d.io and a@b.co"
+    assert redactor.redact(later, detect(later)) == "Reply to <EMAIL_2> and <EMAIL_1>"
+
+
+def test_a_new_redactor_starts_numbering_again() -> None:
+    text = "c@d.io"
+    assert Redactor().redact(text, detect(text)) == "<EMAIL_1>"
+
+
+def test_mask_keeps_the_shape() -> None:
+    text = "ssn 536-22-1234"
+    assert Redactor("mask").redact(text, detect(text)) == "ssn ***-**-****"
+
+
+def test_hash_is_deterministic_and_salted() -> None:
+    text = "card 4111 1111 1111 1111"
+    hashed = Redactor("hash").redact(text, detect(text))
+    assert hashed.startswith("card <CREDIT_CARD:") and "4111" not in hashed
+    assert Redactor("hash").redact(text, detect(text)) == hashed
+    assert Redactor("hash", salt="deployment-1").redact(text, detect(text)) != hashed
+
+
+def test_the_same_value_written_differently_is_one_placeholder() -> None:
+    text = "4111 1111 1111 1111 or 4111-1111-1111-1111"
+    assert Redactor().redact(text, detect(text)) == "<CREDIT_CARD_1> or <CREDIT_CARD_1>"
+
+
+def test_unknown_operator() -> None:
+    with pytest.raises(ValueError, match="operator"):
+        Redactor("shred")  # type: ignore[arg-type]
