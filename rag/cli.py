@@ -8,7 +8,7 @@ import textwrap
 from dataclasses import fields
 
 from rag.chunking import ChunkingConfig
-from rag.errors import NothingToIndexError
+from rag.errors import IndexConfigError, NothingToIndexError
 from rag.index import IndexConfig
 from rag.retrieve import MODES, FusionConfig
 
@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             "it into chunks along headings and paragraphs, embed the chunks with "
             "all-MiniLM-L6-v2 and store a faiss + BM25 index under $LLMLOOP_HOME/indexes/NAME. "
             "Running it again only re-embeds files whose content changed and drops files that are "
-            "gone; without PATH it re-reads the paths of the last run. Unreadable or empty files "
+            "gone (the index holds exactly the files under this run's PATHs); without PATH it "
+            "re-reads the paths of the last run. Unreadable or empty files "
             "are reported and skipped."
         ),
     )
@@ -94,7 +95,7 @@ def run_index(args: argparse.Namespace) -> int:
     chunking = ChunkingConfig(args.chunk_tokens, args.overlap_tokens)
     config = IndexConfig(index_type=args.index_type)
     if args.batch_size < 1:
-        raise NothingToIndexError("--batch-size must be at least 1")
+        raise IndexConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     embedder = Embedder(batch_size=args.batch_size)
     result = index_paths(args.name, paths, embedder, chunking, config, show_progress=True)
     for message in result.skipped:
