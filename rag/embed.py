@@ -31,7 +31,8 @@ class Embedder:
 
         path = Path(model_dir) if model_dir is not None else embedder_dir()
         self.model_dir = path
-        self.name = DEFAULT_EMBEDDER if model_dir is None else path.name
+        is_default = model_dir is None or path.resolve() == embedder_dir().resolve()
+        self.name = DEFAULT_EMBEDDER if is_default else path.name
         self.batch_size = batch_size
         self.num_threads = num_threads
         self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)

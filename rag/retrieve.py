@@ -98,7 +98,8 @@ class Retriever:
         manifest = files.read_manifest(version_dir)
         config = IndexConfig(**manifest["index"])
         embedder = embedder or Embedder()
-        if manifest["embedder"]["dim"] != embedder.dim:
+        built_with = manifest["embedder"]
+        if (built_with["name"], built_with["dim"]) != (embedder.name, embedder.dim):
             raise IndexConfigError(
                 f"index {name!r} was built with {manifest['embedder']['name']} "
                 f"({manifest['embedder']['dim']} dims), not {embedder.name} ({embedder.dim} dims); "

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rag import index as index_files
-from rag.errors import IndexNotFoundError, NothingToIndexError
+from rag.errors import IndexConfigError, IndexNotFoundError, NothingToIndexError
 from rag.index import IndexConfig
 from rag.indexer import index_paths
 from rag.layout import index_root, list_indexes, live_version_dir
@@ -134,3 +134,10 @@ def test_concurrent_searches_agree(corpus: Path, fake_embedder) -> None:
     for thread in threads:
         thread.join()
     assert len(results) == len(queries) and all(results)
+
+
+def test_opening_with_another_embedder_is_refused(corpus: Path, fake_embedder) -> None:
+    index_paths("docs", [corpus], fake_embedder, show_progress=False)
+    fake_embedder.name = "another-model"
+    with pytest.raises(IndexConfigError, match="built with fake-bow"):
+        Retriever.open("docs", embedder=fake_embedder)
