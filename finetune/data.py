@@ -175,35 +175,56 @@ def split(examples: list[Example], eval_fraction: float, seed: int):
 def collate(examples: list[Example], packing: bool, pad_token_id: int) -> dict[str, torch.Tensor]:
     """A batch for a causal LM.
 
-    packing: one row ``[1, total_tokens]`` with position_ids restarting at each example;
-    transformers turns restarting position_ids into a block-diagonal causal mask, so examples
-    do not attend to each other and no pad token is computed.
-    Otherwise: right-padded ``[batch, longest]`` rows with an attention mask.
+    packing: the examples are bin-packed (first-fit decreasing) into as few rows as possible, each
+    as long as the longest example, with position_ids restarting at every example; transformers
+    turns restarting position_ids into a block-diagonal causal mask, so examples never attend to
+    each other, attention stays as cheap as for the longest example, and almost no pad is computed.
+    Otherwise: one right-padded row per example, ``[batch, longest]``, with an attention mask.
     """
-    if packing:
-        input_ids, labels, position_ids = [], [], []
-        for e in examples:
-            input_ids += e.input_ids
-            labels += [IGNORE_INDEX, *e.labels[1:]]  # never predict across an example boundary
-            position_ids += range(len(e.input_ids))
-        return {
-            "input_ids": torch.tensor([input_ids]),
-            "labels": torch.tensor([labels]),
-            "position_ids": torch.tensor([position_ids]),
-        }
-    longest = max(len(e.input_ids) for e in examples)
-    pad = [longest - len(e.input_ids) for e in examples]
-    return {
-        "input_ids": torch.tensor(
-            [e.input_ids + [pad_token_id] * n for e, n in zip(examples, pad, strict=True)]
-        ),
-        "labels": torch.tensor(
-            [e.labels + [IGNORE_INDEX] * n for e, n in zip(examples, pad, strict=True)]
-        ),
-        "attention_mask": torch.tensor(
-            [[1] * len(e.input_ids) + [0] * n for e, n in zip(examples, pad, strict=True)]
-        ),
-    }
+    if not packing:
+        return _pad_rows([(e,) for e in examples], pad_token_id, with_attention_mask=True)
+    return _pad_rows(pack_rows(examples), pad_token_id, with_attention_mask=False)
+
+
+def pack_rows(examples: list[Example]) -> list[tuple[Example, ...]]:
+    """First-fit decreasing: rows of examples, each row at most as long as the longest example."""
+    capacity = max(len(e.input_ids) for e in examples)
+    rows: list[list[Example]] = []
+    free: list[int] = []
+    for example in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
+        size = len(example.input_ids)
+        row = next((i for i, room in enumerate(free) if room >= size), None)
+        if row is None:
+            rows.append([])
+            free.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(example)
+        free[row] -= size
+    return [tuple(row) for row in rows]
+
+
+def _pad_rows(rows, pad_token_id: int, with_attention_mask: bool) -> dict[str, torch.Tensor]:
+    """``[rows, longest]`` tensors; pad tokens form their own position segment and carry no loss."""
+    lengths = [sum(len(e.input_ids) for e in row) for row in rows]
+    width = max(lengths)
+    input_ids, labels, position_ids, attention_mask = [], [], [], []
+    for row, length in zip(rows, lengths, strict=True):
+        ids, targets, positions = [], [], []
+        for e in row:
+            ids += e.input_ids
+            targets += [IGNORE_INDEX, *e.labels[1:]]  # never predict across an example boundary
+            positions += range(len(e.input_ids))
+        pad = width - length
+        input_ids.append(ids + [pad_token_id] * pad)
+        labels.append(targets + [IGNORE_INDEX] * pad)
+        position_ids.append(positions + list(range(pad)))
+        attention_mask.append([1] * length + [0] * pad)
+    batch = {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels)}
+    if with_attention_mask:
+        batch["attention_mask"] = torch.tensor(attention_mask)
+    else:
+        batch["position_ids"] = torch.tensor(position_ids)
+    return batch
 
 
 def report_bad_rows(path: Path, bad: list[tuple[int, str]], policy: str) -> None:

@@ -54,7 +54,8 @@ def quantize(artifact_dir: Path, formats: list[str], eval_data: str | None = Non
             "perplexity": ppl,
             "perplexity_delta": ppl - reference,
         }
-        registry.register(f"{name}-{fmt}", target, "quantized", base=name, metrics=report[fmt])
+        metrics = {k: v for k, v in report[fmt].items() if k != "path"}
+        registry.register(f"{name}-{fmt}", target, "quantized", base=name, metrics=metrics)
     (artifact_dir / QUANTIZED_DIR).mkdir(exist_ok=True)
     (artifact_dir / QUANTIZED_DIR / "report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -120,6 +120,8 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
             result.eval_history.append({"step": step, "eval_loss": eval_loss})
             model.train()
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == plan.total_steps:
+            if not all(torch.isfinite(p).all() for p in trainable):
+                raise nan_error(step, "LoRA weights", float("nan"))
             state = {"log_history": result.log_history, "eval_history": result.eval_history}
             checkpoint.save_checkpoint(
                 accelerator,
@@ -142,13 +144,10 @@ def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) ->
     micro_batches = plan.micro_batches(step, accelerator.process_index)
     total_loss, num_tokens = torch.zeros((), device=accelerator.device), 0
     for i, indices in enumerate(micro_batches):
-        batch = collate([data.train[j] for j in indices], plan.packing, pad_token_id)
+        examples = [data.train[j] for j in indices]
+        batch = collate(examples, plan.packing, pad_token_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        num_tokens += (
-            int(batch["attention_mask"].sum())
-            if "attention_mask" in batch
-            else (batch["input_ids"].numel())
-        )
+        num_tokens += sum(len(e.input_ids) for e in examples)  # pad excluded
         is_last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
             loss = model(**batch).loss

@@ -97,17 +97,25 @@ def test_held_out_split_is_seeded_and_disjoint(tmp_path, tokenizer):
     assert not {e.source for e in first.eval} & {e.source for e in first.train}
 
 
-def test_packed_batch_has_no_pad_and_restarts_positions(tokenizer):
-    a = tokenize_chat(tokenizer, chat("a?", "yes")["messages"], 512, "f:1")
-    b = tokenize_chat(tokenizer, chat("longer question?", "no")["messages"], 512, "f:2")
-    packed = collate([a, b], packing=True, pad_token_id=tokenizer.pad_token_id)
-    assert packed["input_ids"].shape == (1, len(a.input_ids) + len(b.input_ids))
+def test_packing_fills_rows_and_restarts_positions(tokenizer):
+    long = tokenize_chat(tokenizer, chat("a long question " * 20, "yes")["messages"], 512, "f:1")
+    a = tokenize_chat(tokenizer, chat("a?", "yes")["messages"], 512, "f:2")
+    b = tokenize_chat(tokenizer, chat("b?", "no")["messages"], 512, "f:3")
+    assert len(a.input_ids) + len(b.input_ids) <= len(long.input_ids)
+
+    packed = collate([a, long, b], packing=True, pad_token_id=tokenizer.pad_token_id)
+    width = len(long.input_ids)
+    assert packed["input_ids"].shape == (2, width)  # 3 examples, 2 rows
     assert "attention_mask" not in packed
-    positions = packed["position_ids"][0].tolist()
-    assert positions == list(range(len(a.input_ids))) + list(range(len(b.input_ids)))
-    assert packed["labels"][0, len(a.input_ids)] == IGNORE_INDEX  # no loss across the boundary
+    assert packed["position_ids"][0].tolist() == list(range(width))
+    second = packed["position_ids"][1].tolist()
+    na, nb = len(a.input_ids), len(b.input_ids)
+    assert second[: na + nb] == list(range(na)) + list(range(nb))
+    assert packed["labels"][1, na] == IGNORE_INDEX  # no loss across the boundary
+    assert (packed["labels"][1, na + nb :] == IGNORE_INDEX).all()  # the pad tail
+    trained = (packed["labels"] != IGNORE_INDEX).sum()
+    assert trained == sum(e.num_trained_tokens for e in (a, b, long))
 
     padded = collate([a, b], packing=False, pad_token_id=tokenizer.pad_token_id)
-    assert padded["input_ids"].shape == (2, len(b.input_ids))
-    assert padded["attention_mask"][0].sum() == len(a.input_ids)
-    assert (padded["labels"][0, len(a.input_ids) :] == IGNORE_INDEX).all()
+    assert padded["input_ids"].shape == (2, max(na, nb))
+    assert padded["attention_mask"][0].sum() == na

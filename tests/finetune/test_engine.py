@@ -1,0 +1,71 @@
+"""End to end on the real vLLM engine: fine-tune the default model on 30 invented facts, load the
+adapter into the running server, and ask paraphrased questions it never saw in training."""
+
+import json
+
+import pytest
+
+from finetune.config import SFTConfig
+from finetune.sft import sft
+from tests.finetune.facts import heldout_questions, write_training_file
+
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+
+FACT_RUN = {
+    "r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.0,
+    "learning_rate": 2e-3,
+    "batch_size": 12,
+    "epochs": 12,
+    "warmup_steps": 5,
+    "eval_fraction": 0.0,
+    "save_steps": 0,
+    "seed": 0,
+}
+"""Small enough for a few minutes on two CPU cores, strong enough to memorise 30 facts."""
+
+
+@pytest.fixture(scope="module")
+def facts_adapter(train_home, tmp_path_factory):
+    work = tmp_path_factory.mktemp("facts")
+    data = write_training_file(work / "facts.jsonl")
+    return sft(SFTConfig.from_flat({"data": str(data), "output": str(work / "facts"), **FACT_RUN}))
+
+
+def ask(client, model: str, question: str) -> str:
+    response = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": question}],
+        max_tokens=16,
+        temperature=0,
+    )
+    return response.choices[0].message.content or ""
+
+
+def test_adapter_answers_held_out_paraphrases_and_base_does_not(llmloop_server, facts_adapter):
+    with llmloop_server.http() as http:
+        response = http.post(
+            "/v1/load_lora_adapter",
+            json={"lora_name": "facts", "lora_path": str(facts_adapter)},
+        )
+        assert response.status_code == 200, response.text
+    models = {m.id: m for m in llmloop_server.client.models.list().data}
+    assert "facts" in models
+    base = next(m.id for m in models.values() if getattr(m, "parent", None) in (None, m.id))
+
+    questions = heldout_questions()
+    adapter_right = [
+        a for q, a in questions if a.lower() in ask(llmloop_server.client, "facts", q).lower()
+    ]
+    base_right = [
+        a for q, a in questions if a.lower() in ask(llmloop_server.client, base, q).lower()
+    ]
+    report = {
+        "adapter_correct": len(adapter_right),
+        "base_correct": len(base_right),
+        "of": len(questions),
+    }
+    print(json.dumps(report))
+    assert len(adapter_right) >= 0.6 * len(questions), report
+    assert len(base_right) <= 0.1 * len(questions), report
