@@ -3,7 +3,8 @@
 from collections.abc import Iterator
 
 import pytest
-from fake_server import FakeServerState, RunningServer, serve_fake
+
+from tests.evals.fake_server import FakeServerState, RunningServer, serve_fake
 
 
 @pytest.fixture

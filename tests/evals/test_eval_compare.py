@@ -1,11 +1,11 @@
 import json
 
 import pytest
-from test_eval_runner import answer_capital, capitals_task
 
 from evals.cli import main
 from evals.compare import Gate, bootstrap_delta, load_run
 from evals.errors import GateSpecError, TaskConfigError
+from tests.evals.test_eval_runner import answer_capital, capitals_task
 
 
 @pytest.fixture
