@@ -51,7 +51,7 @@ class _Candidate:
     start: int
     end: int
     score: float
-    priority: int  # higher wins an overlap; then the longer span
+    priority: int  # higher wins an overlap (a dotted IP beats a phone), then the longer span
 
 
 def _without_overlaps(candidates: list[_Candidate]) -> list[_Candidate]:
@@ -126,6 +126,7 @@ def _us_ssns(text: str) -> Iterator[_Candidate]:
 
 
 _MIN_PHONE_DIGITS = re.compile(r"(?:\d\D{0,3}){7}")
+_DATE_LIKE = re.compile(r"(?:19|20)\d\d[-./](?:0?[1-9]|1[0-2])[-./]")  # 2023-11-0042: a lot number
 PHONE_REGIONS: tuple[str, ...] = ("US", "KR")
 """Regions whose national formats are recognised; ``+CC`` international numbers always are."""
 
@@ -135,25 +136,28 @@ def _phones(text: str) -> Iterator[_Candidate]:
         return  # phonenumbers is slow; most texts have no 7-digit run at all
     for region in PHONE_REGIONS:
         for m in phonenumbers.PhoneNumberMatcher(text, region, phonenumbers.Leniency.VALID):
+            if _DATE_LIKE.match(m.raw_string):
+                continue
             yield _Candidate("PHONE", m.start, m.end, 0.9, 3)
 
 
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?![\w]|\.\d)")
 _IPV6 = re.compile(
-    r"(?<![\w:.])(?=[0-9A-Fa-f:]*\d)(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"
+    r"(?<![\w:.])(?=[0-9A-Fa-f:]*\d)(?:[0-9A-Fa-f]{0,4}:){2,7}"
+    r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{0,4})(?![\w:]|\.\d)"  # may end in a dotted IPv4
 )
-_VERSION_CONTEXT = re.compile(r"(?:\bv|version|ver\.?|release|build)\s*$", re.IGNORECASE)
+_VERSION_CONTEXT = re.compile(r"\b(?:v|version|ver\.?|release|build)\s*$", re.IGNORECASE)
 
 
 def _ip_addresses(text: str) -> Iterator[_Candidate]:
     for m in _IPV4.finditer(text):
         before = text[max(0, m.start() - 12) : m.start()]
         if validators.is_ip_address(m.group()) and not _VERSION_CONTEXT.search(before):
-            yield _Candidate("IP_ADDRESS", m.start(), m.end(), 0.9, 2)
+            yield _Candidate("IP_ADDRESS", m.start(), m.end(), 0.9, 4)
     if "::" in text or text.count(":") >= 7:
         for m in _IPV6.finditer(text):
             if validators.is_ip_address(m.group()):
-                yield _Candidate("IP_ADDRESS", m.start(), m.end(), 0.9, 2)
+                yield _Candidate("IP_ADDRESS", m.start(), m.end(), 0.9, 4)
 
 
 # Known credential shapes (gitleaks / detect-secrets rules), then generic high-entropy tokens.

@@ -50,7 +50,22 @@ def luhn_ok(digits: str) -> bool:
 
 def is_credit_card(text: str) -> bool:
     digits = digits_of(text)
-    return 13 <= len(digits) <= 19 and digits.startswith(CARD_PREFIXES) and luhn_ok(digits)
+    return (
+        13 <= len(digits) <= 19
+        and digits.startswith(CARD_PREFIXES)
+        and _network_length_ok(digits)
+        and luhn_ok(digits)
+    )
+
+
+def _network_length_ok(digits: str) -> bool:
+    if digits.startswith(("34", "37")):  # American Express
+        return len(digits) == 15
+    if digits.startswith("4"):  # Visa
+        return len(digits) in (13, 16, 19)
+    if digits.startswith(("5", "2")) and not digits.startswith(("50", "56", "57", "58")):
+        return len(digits) == 16  # Mastercard
+    return len(digits) >= 14
 
 
 def is_iban(compact: str) -> bool:
