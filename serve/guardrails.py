@@ -26,29 +26,30 @@ class Blocked:
 
 
 class Guardrails:
-    def __init__(self, guard: "Guard", classifier: "HarmClassifier", metrics: ServerMetrics):
+    def __init__(self, guard: "Guard", metrics: ServerMetrics):
         self.guard = guard
-        self.classifier = classifier
-        """The harm classifier the guard uses; /v1/moderations serves it too."""
         self.metrics = metrics
+
+    @property
+    def classifier(self) -> "HarmClassifier":
+        """The harm classifier the guard uses; /v1/moderations serves it too."""
+        return self.guard.classifier
 
     @classmethod
     def load(cls, policy_path: str | None, metrics: ServerMetrics) -> "Guardrails":
         """Blocking (loads the classifier): call it from a worker thread at start-up."""
         from safety.guard import Guard
-        from safety.harm import HarmClassifier
         from safety.policy import load_policy
 
-        policy = load_policy(policy_path)
-        classifier = HarmClassifier.load()
-        classifier.classify(["warm-up"])  # first call pays one-time costs, not the first request
-        return cls(Guard(policy, classifier), classifier, metrics)
+        guard = Guard(load_policy(policy_path))
+        guard.classifier.classify(["warm-up"])  # one-time costs now, not on the first request
+        return cls(guard, metrics)
 
     def redactor(self) -> "Redactor":
         """One per request, so placeholders (<EMAIL_1>) stay stable across its messages."""
         from safety.redact import Redactor
 
-        return Redactor()
+        return Redactor(self.guard.policy.operator)
 
     async def screen_input(
         self, texts: list[str], redactor: "Redactor"
