@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import openai
 
-from evals.errors import ServerError
+from evals.errors import ContentFilteredError, ServerError
 
 
 @dataclass
@@ -89,7 +89,10 @@ class EvalClient:
             completion = self._client.completions.create(
                 model=self.model, prompt=prompt, max_tokens=1, temperature=0, echo=True, logprobs=1
             )
-        logprobs = completion.choices[0].logprobs
+        choice = completion.choices[0]
+        if choice.finish_reason == "content_filter":
+            raise ContentFilteredError(f"the server's safety filter blocked {prompt[:60]!r}...")
+        logprobs = choice.logprobs
         if logprobs is None or not logprobs.tokens:
             raise ServerError(
                 f"{self.base_url} returned no prompt logprobs for echo=True; multiple_choice and "

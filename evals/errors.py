@@ -17,3 +17,7 @@ class ServerError(EvalError):
 
 class GateSpecError(EvalError):
     """A ``--gate`` expression could not be parsed."""
+
+
+class ContentFilteredError(EvalError):
+    """The server's safety filter blocked a scoring request (finish_reason content_filter)."""

@@ -8,6 +8,7 @@ import math
 import statistics
 
 from evals.client import EvalClient, Reply
+from evals.errors import ContentFilteredError
 from evals.metrics import (
     GENERATION_METRICS,
     best_over_references,
@@ -41,14 +42,25 @@ def score_sample(
         "safety": _score_safety,
         "rag": _score_rag,
     }[task.type]
-    record = scorer(task, sample, client, examples, seed)
+    try:
+        record = scorer(task, sample, client, examples, seed)
+    except ContentFilteredError:
+        # A server with an input filter may refuse to score a text (no logprobs come back):
+        # the sample is reported as blocked and left out of the metrics, not failed.
+        record = {"blocked": True, "metrics": {}}
     return {"index": sample.index, "id": sample.row.get("id", sample.index), **record}
 
 
 def aggregate(task_type: str, records: list[dict]) -> dict[str, float]:
-    """The run's metrics from its per-sample records."""
-    if not records:
-        return {}
+    """The run's metrics from its per-sample records (blocked samples counted apart)."""
+    scored = [r for r in records if not r.get("blocked")]
+    metrics = _aggregate_scored(task_type, scored) if scored else {}
+    if len(scored) < len(records):
+        metrics["blocked_fraction"] = 1 - len(scored) / len(records)
+    return metrics
+
+
+def _aggregate_scored(task_type: str, records: list[dict]) -> dict[str, float]:
     if task_type == "perplexity":
         totals = {k: sum(r["metrics"][k] for r in records) for k in records[0]["metrics"]}
         return perplexities(
@@ -67,7 +79,13 @@ def aggregate(task_type: str, records: list[dict]) -> dict[str, float]:
     return {name: statistics.fmean(r["metrics"][name] for r in records) for name in names}
 
 
-LOWER_IS_BETTER = {"token_perplexity", "word_perplexity", "bits_per_byte", "false_refusal_rate"}
+LOWER_IS_BETTER = {
+    "token_perplexity",
+    "word_perplexity",
+    "bits_per_byte",
+    "false_refusal_rate",
+    "blocked_fraction",
+}
 
 
 def _score_generation(task, sample, client, examples, seed) -> dict:
