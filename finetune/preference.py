@@ -17,7 +17,7 @@ from finetune.config import PreferenceRunConfig
 from finetune.data import read_jsonl, report_bad_rows, sha256_file
 from finetune.errors import ConfigError, DataError
 from finetune.modeling import load_base, resolve_mixed_precision
-from finetune.sft import check_output_dir
+from finetune.sft import check_data_file, check_output_dir
 
 REQUIRED_FIELDS = {
     "dpo": ("prompt", "chosen", "rejected"),
@@ -31,6 +31,7 @@ def train_preference(method: str, config: PreferenceRunConfig) -> Path:
 
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
+    check_data_file(config.data.data)
     if config.output.resume:
         raise ConfigError(f"--resume is not supported for {method} yet; rerun without it")
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)

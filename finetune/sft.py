@@ -21,7 +21,7 @@ from finetune import checkpoint
 from finetune.artifact import write_artifact
 from finetune.config import SFTConfig
 from finetune.data import SFTData, collate, load_sft_data
-from finetune.errors import ConfigError, NaNLossError
+from finetune.errors import ConfigError, DataError, NaNLossError
 from finetune.modeling import add_lora, load_base, resolve_mixed_precision
 
 
@@ -43,6 +43,7 @@ def sft(config: SFTConfig) -> Path:
 
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
+    check_data_file(config.data.data)
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)
     accelerator = Accelerator(mixed_precision=mixed_precision)
     set_seed(config.train.seed)
@@ -75,6 +76,12 @@ def check_output_dir(output_dir: Path, resume: bool) -> None:
             f"--output {output_dir} already holds a run; pass --resume to continue it "
             "or choose another --output"
         )
+
+
+def check_data_file(data: str) -> None:
+    """Fail before loading any model when --data is not there."""
+    if not Path(data).expanduser().is_file():
+        raise DataError(f"--data {data}: no such file")
 
 
 def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: int) -> TrainResult:
