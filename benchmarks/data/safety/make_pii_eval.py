@@ -222,7 +222,7 @@ def main() -> None:
             rows.append(
                 {"text": text, "spans": [{"type": kind, "start": start, "end": start + len(value)}]}
             )
-    for i in range(60):  # two kinds in one text
+    for _ in range(60):  # two kinds in one text
         a, b = rng.sample(list(MAKERS), 2)
         va, vb = MAKERS[a](), MAKERS[b]()
         text = f"Name on file: J. Kim, {va}; backup {vb}."
