@@ -149,7 +149,7 @@ def ui_asset(name: str) -> Response:
 def _parse_feedback(raw: bytes) -> FeedbackRequest:
     try:
         return FeedbackRequest.model_validate(json.loads(raw))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadRequestError(f"the body is not valid JSON: {e}") from e
     except ValidationError as e:
         first = e.errors()[0]

@@ -5,6 +5,7 @@ import base64
 
 from fastapi import APIRouter, Request
 
+from llmloop.models import DEFAULT_EMBEDDER
 from serve.errors import BadRequestError, NotFoundError
 from serve.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, UsageInfo
 
@@ -27,13 +28,13 @@ async def create_embeddings(body: EmbeddingRequest, request: Request) -> Embeddi
 
 
 def _embed(retrieval, texts: list[str], body: EmbeddingRequest):
-    embedder = retrieval.embedder()
-    if body.model != embedder.name:
+    if body.model != DEFAULT_EMBEDDER:  # checked before the embedder is loaded
         raise NotFoundError(
-            f"The model `{body.model}` does not exist for embeddings; use `{embedder.name}`",
+            f"The model `{body.model}` does not exist for embeddings; use `{DEFAULT_EMBEDDER}`",
             param="model",
             code="model_not_found",
         )
+    embedder = retrieval.embedder()
     if body.dimensions is not None and body.dimensions != embedder.dim:
         raise BadRequestError(f"dimensions: {embedder.name} has {embedder.dim}", param="dimensions")
     return embedder.encode(texts), sum(embedder.count_tokens(texts)), embedder.name

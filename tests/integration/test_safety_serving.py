@@ -107,6 +107,6 @@ def test_safety_counters_in_metrics(llmloop_server):
 
     metrics = httpx.get(f"{llmloop_server.base_url}/metrics").text
     assert (
-        'llmloop:safety_actions_total{direction="input",category="EMAIL",action="redact"}'
+        'llmloop:safety_actions_total{action="redact",category="EMAIL",direction="input"}'
         in metrics
     )

@@ -1,0 +1,50 @@
+"""Fuzz every operation of /openapi.json: bad input is a 4xx in OpenAI's shape, never a 5xx."""
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from safety.harm import Classification
+from serve.app import create_app
+from serve.config import ServerConfig
+from tests.serve.fakes import FakeEngine
+
+pytestmark = pytest.mark.slow
+
+
+class StubClassifier:
+    def classify(self, texts: list[str]) -> list[Classification]:
+        return [Classification(False, {"hate": False}, {"hate": 0.0}) for _ in texts]
+
+
+def make_app():
+    """The app with its engine already in place; the lifespan (which would start and stop an
+    engine around every fuzzed call) is answered without running it."""
+    app = create_app(ServerConfig(safety=False, store_requests=False), engine_factory=None)
+    app.state.engine = FakeEngine()
+    app.state.harm_classifier = StubClassifier()  # the real one: tests/serve/test_moderations.py
+
+    async def without_lifespan(scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await app(scope, receive, send)
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    without_lifespan.openapi = app.openapi
+    return without_lifespan
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+
+
+@schema.parametrize()
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case):
+    response = case.call()
+    assert response.status_code < 500, (
+        f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
+    )
+    content_type = (response.headers.get("content-type") or [""])[0]
+    if response.status_code >= 400 and content_type.startswith("application/json"):
+        assert set(response.json()) == {"error"}, response.text[:300]
