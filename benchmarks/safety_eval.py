@@ -10,7 +10,9 @@ type; Presidio entities outside our types (DATE_TIME, URL, ...) are ignored, not
 
 Harm (``benchmarks/data/safety/harm_eval.jsonl``, held out from training): recall on harmful
 prompts, false-positive rate on benign ones (look-alikes included), and category accuracy.
-Prints markdown tables; ``--out`` also writes the figures as JSON.
+Latency (``--latency``): ``detect`` and ``Guard.check`` on a short prompt, and
+``StreamGuard.feed`` per 4-character delta over a 1080-character answer, with and without harm
+checks. Prints markdown tables; ``--out`` also writes the figures as JSON.
 """
 
 import argparse
@@ -32,11 +34,14 @@ PRESIDIO_TYPES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="also write the figures here as JSON")
+    parser.add_argument("--latency", action="store_true", help="also time detect/check/feed")
     args = parser.parse_args()
     # Presidio's email validator asks tldextract for the public suffix list; offline, it falls
     # back to its bundled snapshot after logging a traceback per attempt
     logging.getLogger("tldextract").setLevel(logging.CRITICAL)
     results = {"pii": evaluate_pii(), "harm": evaluate_harm()}
+    if args.latency:
+        results["latency_ms"] = measure_latency()
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -188,6 +193,53 @@ def evaluate_harm() -> dict:
     print("\nbenign flagged:", *summary["false_positives"], sep="\n  ")
     print("harmful missed:", *summary["missed"], sep="\n  ")
     return summary
+
+
+# --- latency --------------------------------------------------------------------------------
+
+PROMPT = (
+    "Hi! Can you help me write an email to my landlord about the broken heating? "
+    "My number is 010-1234-5678."
+)
+ANSWER = (
+    "The heating system in your flat is the landlord's duty. Write politely and include dates. "
+)
+
+
+def measure_latency() -> dict:
+    from safety.guard import Guard
+    from safety.harm import HarmClassifier
+    from safety.pii import detect
+    from safety.policy import load_policy, parse_policy
+
+    guard = Guard(load_policy(None), HarmClassifier.load())
+    guard.check(PROMPT, "input")  # warm-up
+    figures = {
+        "detect_prompt": median_ms(lambda: detect(PROMPT), 200),
+        "check_prompt": median_ms(lambda: guard.check(PROMPT, "input"), 30),
+    }
+    deltas = [(ANSWER * 12)[i : i + 4] for i in range(0, len(ANSWER) * 12, 4)]
+    pii_only = Guard(parse_policy({"output": {"harm": {"default": "allow"}}}))
+    for name, g in (("feed_per_delta_pii_only", pii_only), ("feed_per_delta_with_harm", guard)):
+        started = time.perf_counter()
+        stream = g.stream()
+        for delta in deltas:
+            stream.feed(delta)
+        stream.finish()
+        figures[name] = round(1000 * (time.perf_counter() - started) / len(deltas), 4)
+    print("\nLatency, ms (median; feed: mean per 4-char delta over a 1080-char answer)\n")
+    print("| " + " | ".join(figures) + " |\n|" + "---|" * len(figures))
+    print("| " + " | ".join(str(v) for v in figures.values()) + " |")
+    return figures
+
+
+def median_ms(call, repeats: int) -> float:
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        timings.append(1000 * (time.perf_counter() - started))
+    return round(sorted(timings)[len(timings) // 2], 3)
 
 
 if __name__ == "__main__":
