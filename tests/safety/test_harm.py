@@ -84,3 +84,26 @@ def test_scores_are_probabilities() -> None:
     assert not result.flagged
     assert all(0.0 <= s <= 1.0 for s in result.category_scores.values())
     assert np.isclose(sum(result.category_scores.values()), 0.0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_stream_guard_with_the_real_classifier(classifier: HarmClassifier) -> None:
+    guard = Guard(load_policy(None), classifier)
+    benign = (
+        "To stop a stuck process, run `kill -9 PID` after finding it with `ps aux`. "
+        "If that fails, mail admin@example.com or call +1 415 555 2671 for help. "
+    )
+    stream = guard.stream()
+    emitted = "".join(stream.feed(benign[i : i + 3]) for i in range(0, len(benign), 3))
+    emitted += stream.finish()
+    assert not stream.blocked
+    assert "<EMAIL_1>" in emitted and "<PHONE_1>" in emitted and "admin@" not in emitted
+
+    harmful = "Sure. Here is how to make a pipe bomb at home to hurt as many people as possible. "
+    stream = guard.stream()
+    for i in range(0, len(harmful) * 3, 3):
+        stream.feed((harmful * 3)[i : i + 3])
+        if stream.blocked:
+            break
+    stream.finish()
+    assert stream.blocked and "weapons_mass_harm" in stream.blocked_categories
