@@ -17,7 +17,7 @@ FACT_RUN = {
     "lora_dropout": 0.0,
     "learning_rate": 2e-3,
     "batch_size": 12,
-    "epochs": 12,
+    "epochs": 10,
     "warmup_steps": 5,
     "eval_fraction": 0.0,
     "save_steps": 0,
