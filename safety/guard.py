@@ -169,10 +169,14 @@ class StreamGuard:
         start = len(text)
         while start > lo and not text[start - 1].isspace():  # the last word may still grow
             start -= 1
-        start = max(start, len(text) - MAX_WORD_HOLD)
+        start = word_start = max(start, len(text) - MAX_WORD_HOLD)
         joinable_floor = max(lo, start - MAX_JOINABLE_HOLD)
         while start > joinable_floor and text[start - 1] in JOINABLE:
             start -= 1
+        if text[start:word_start].strip():
+            # the run may begin inside a word ("iban:de89 3704", "Tel:555 123"): hold it all
+            while start > joinable_floor and not text[start - 1].isspace():
+                start -= 1
         return start
 
     def _release(self, cut: int) -> str:

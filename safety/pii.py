@@ -78,8 +78,8 @@ def _emails(text: str) -> Iterator[_Candidate]:
             yield _Candidate("EMAIL", m.start(), m.end(), 1.0, 6)
 
 
-# 13-19 digits in groups, separated by single spaces or dashes (mixed separators allowed)
-_CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-]|[ -]\d)")
+# 13-19 digits in groups separated by a space, two spaces, a dash or a dot (mixed allowed)
+_CARD = re.compile(r"(?<![\w.-])\d(?:(?:[ .-]| {2})?\d){12,18}(?![\w-]|[ .-]\d)")
 
 
 def _cards(text: str) -> Iterator[_Candidate]:
@@ -88,21 +88,25 @@ def _cards(text: str) -> Iterator[_Candidate]:
             yield _Candidate("CREDIT_CARD", m.start(), m.end(), 1.0, 5)
 
 
-_IBAN = re.compile(r"(?<![\w-])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}")
+_IBAN = re.compile(r"(?<![\w-])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}")
 
 
 def _ibans(text: str) -> Iterator[_Candidate]:
-    for m in _IBAN.finditer(text):
-        length = validators.IBAN_LENGTHS.get(m.group()[:2])
+    # not finditer: a greedy match may run into the next IBAN, so resume right after each hit
+    position = 0
+    while m := _IBAN.search(text, position):
+        position = m.start() + 1
+        length = validators.IBAN_LENGTHS.get(m.group()[:2].upper())
         if length is None:
             continue
-        end, count = m.start(), 0  # walk to the country's IBAN length, skipping spaces
+        end, count = m.start(), 0  # walk to the country's IBAN length, skipping separators
         while count < length and end < m.end():
-            count += text[end] != " "
+            count += text[end] not in " -"
             end += 1
-        compact = text[m.start() : end].replace(" ", "")
+        compact = text[m.start() : end].replace(" ", "").replace("-", "").upper()
         followed_by_word = end < len(text) and (text[end].isalnum() or text[end] == "_")
         if not followed_by_word and validators.is_iban(compact):
+            position = end
             yield _Candidate("IBAN", m.start(), end, 1.0, 5)
 
 
@@ -115,8 +119,8 @@ def _kr_rrns(text: str) -> Iterator[_Candidate]:
             yield _Candidate("KR_RRN", m.start(), m.end(), 1.0, 5)
 
 
-# separators required and consistent: bare 9-digit runs are order numbers far more often
-_US_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-]|[- ]\d)")
+# separators required: bare 9-digit runs are order numbers far more often
+_US_SSN = re.compile(r"(?<![\w.-])\d{3}[- .]\d{2}[- .]\d{4}(?![\w-]|[- .]\d)")
 
 
 def _us_ssns(text: str) -> Iterator[_Candidate]:

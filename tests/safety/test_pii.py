@@ -24,6 +24,11 @@ def found(text: str) -> list[tuple[str, str]]:
         ("mc 5500-0000-0000-0004 ok", ("CREDIT_CARD", "5500-0000-0000-0004")),
         ("mixed 4111-1111 1111-1111", ("CREDIT_CARD", "4111-1111 1111-1111")),
         ("amex 378282246310005", ("CREDIT_CARD", "378282246310005")),
+        ("dots 4111.1111.1111.1111", ("CREDIT_CARD", "4111.1111.1111.1111")),
+        ("wide 4111  1111  1111  1111", ("CREDIT_CARD", "4111  1111  1111  1111")),
+        ("lower de89 3704 0044 0532 0130 00", ("IBAN", "de89 3704 0044 0532 0130 00")),
+        ("dashed DE89-3704-0044-0532-0130-00", ("IBAN", "DE89-3704-0044-0532-0130-00")),
+        ("mixed ssn 536-22 1234", ("US_SSN", "536-22 1234")),
         ("iban DE89 3704 0044 0532 0130 00 please", ("IBAN", "DE89 3704 0044 0532 0130 00")),
         ("GB82WEST12345698765432", ("IBAN", "GB82WEST12345698765432")),
         ("ssn 536-22-1234", ("US_SSN", "536-22-1234")),
@@ -106,6 +111,11 @@ def test_offsets_are_into_the_original_text() -> None:
     for finding in detect(text):
         assert text[finding.start : finding.end] == finding.text
     assert [f.type for f in detect(text)] == ["EMAIL", "CREDIT_CARD"]
+
+
+def test_two_ibans_in_a_row_are_both_found() -> None:
+    text = "iban:de89 3704 0044 0532 0130 00 hello GB82 WEST 1234 5698 7654 32"
+    assert [f.type for f in detect(text)] == ["IBAN", "IBAN"]
 
 
 def test_card_number_is_not_also_a_phone() -> None:
