@@ -5,6 +5,7 @@ caching, multi-LoRA) behind the interface of ``serve.engine_api``.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ from serve.engine_api import (
     SequenceOutput,
     TokenLogprob,
 )
+from serve.engine_gate import EngineGate
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class VllmEngine:
         self._adapters: dict[str, LoadedAdapter] = {}
         self._next_lora_id = 1
         self._beam_search = _BeamSearcher(llm)
+        # See serve/engine_gate.py: the CPU LoRA kernels fail on prompt logprobs in a batch.
+        self._gate = EngineGate() if config.enable_lora and current_platform.is_cpu() else None
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "VllmEngine":
@@ -98,6 +102,23 @@ class VllmEngine:
         options: SamplingOptions,
         request_id: str,
         lora_name: str | None = None,
+    ) -> AsyncIterator[EngineOutput]:
+        if self._gate is None:
+            admission = contextlib.nullcontext()
+        elif options.prompt_logprobs is not None:
+            admission = self._gate.exclusive()
+        else:
+            admission = self._gate.shared()
+        async with admission:
+            async for output in self._generate(prompt_token_ids, options, request_id, lora_name):
+                yield output
+
+    async def _generate(
+        self,
+        prompt_token_ids: list[int],
+        options: SamplingOptions,
+        request_id: str,
+        lora_name: str | None,
     ) -> AsyncIterator[EngineOutput]:
         lora_request = self._lora_requests.get(lora_name) if lora_name else None
         prompt = tokens_input(prompt_token_ids)

