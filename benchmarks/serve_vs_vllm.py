@@ -36,6 +36,15 @@ TARGETS = {
     "throughput_vs_vllm": 0.95,
     "ttft_p50_delta_ms": 15.0,
     "throughput_vs_transformers": 2.5,
+    "logging_overhead": 0.03,
+    "safety_overhead": 0.05,
+}
+# "llmloop" is the serving core compared with plain vLLM; the others add the request log and
+# then the safety filter, so the table shows what each layer costs (E2E latency p50).
+LLMLOOP_VARIANTS = {
+    "llmloop": ["--no-safety", "--no-store"],
+    "+log": ["--no-safety"],
+    "+log+safety": [],
 }
 
 
@@ -58,8 +67,15 @@ def main() -> int:
         ]  # fmt: skip
         results["vllm"] = bench_server("vllm", command, config, args)
     if not args.skip_llmloop:
-        command = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
-        results["llmloop"] = bench_server("llmloop", command, config, args)
+        base = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
+        variants = (
+            LLMLOOP_VARIANTS if args.with_overheads else {"llmloop": LLMLOOP_VARIANTS["llmloop"]}
+        )
+        with tempfile.TemporaryDirectory(prefix="llmloop-bench-home-") as home:  # the log's db
+            for name, flags in variants.items():
+                results[name] = bench_server(
+                    name, [*base, *flags], config, args, {"LLMLOOP_HOME": home}
+                )
     transformers_tok_s = None
     if not args.skip_transformers:
         transformers_tok_s = bench_transformers(model_dir, config, args.transformers_dtype)
@@ -72,14 +88,14 @@ def main() -> int:
 
 
 def bench_server(
-    name: str, command: list[str], config: dict, args: argparse.Namespace
+    name: str, command: list[str], config: dict, args: argparse.Namespace, env: dict | None = None
 ) -> BenchResult:
     """Start one server on a free port, benchmark it, stop it."""
     port = _free_port()
     # vLLM's CPU backend otherwise reserves 92% of RAM and refuses to start on a shared machine;
     # both servers get the same KV-cache budget.
     kv_cache_gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))
-    env = {"VLLM_CPU_KVCACHE_SPACE": kv_cache_gib}
+    env = {"VLLM_CPU_KVCACHE_SPACE": kv_cache_gib} | (env or {})
     command = [*command, "--port", str(port)]
     with _running(name, command, port, args.startup_timeout, env) as base_url:
         model = httpx.get(f"{base_url}/v1/models").json()["data"][0]["id"]
@@ -150,11 +166,26 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
         lines.append(
             _verdict("TTFT p50 ours - vLLM (ms)", delta, "<=", TARGETS["ttft_p50_delta_ms"])
         )
+    core, logged, guarded = ours, results.get("+log"), results.get("+log+safety")
+    if core and logged:
+        overhead = _e2e_p50(logged) / _e2e_p50(core) - 1
+        lines.append(
+            _verdict("E2E p50 overhead of logging", overhead, "<=", TARGETS["logging_overhead"])
+        )
+    if logged and guarded:
+        overhead = _e2e_p50(guarded) / _e2e_p50(logged) - 1
+        lines.append(
+            _verdict("E2E p50 overhead of safety", overhead, "<=", TARGETS["safety_overhead"])
+        )
     if ours and transformers_tok_s:
         ratio = ours.output_throughput / transformers_tok_s
         target = TARGETS["throughput_vs_transformers"]
         lines.append(_verdict("throughput ours / transformers", ratio, ">=", target))
     return "\n".join(lines)
+
+
+def _e2e_p50(result: BenchResult) -> float:
+    return result.e2el.percentiles_ms["p50"]
 
 
 def _stat_getter(metric: str, stat: str):
@@ -241,6 +272,11 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-vllm", action="store_true", help="do not run plain vLLM")
     parser.add_argument("--skip-llmloop", action="store_true", help="do not run llmloop serve")
     parser.add_argument("--skip-transformers", action="store_true", help="no generate baseline")
+    parser.add_argument(
+        "--with-overheads",
+        action="store_true",
+        help="also run llmloop with the request log, then with log + safety filter (their cost)",
+    )
     parser.add_argument("--result-json", help="also write every figure to this JSON file")
     return parser.parse_args()
 

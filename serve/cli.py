@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Allow graph capture / torch.compile (GPU: faster steps, slower start).",
     )
     e.add_argument(
-        "--no-enable-lora", action="store_true", help="Serve the base model only (no adapters)."
+        "--enable-lora",
+        action="store_true",
+        help="Serve LoRA adapters: needed for /v1/load_lora_adapter; implied by --adapter. Off by "
+        "default, as in vLLM: once enabled, the LoRA kernels run on every engine step.",
     )
     e.add_argument("--max-lora-rank", type=int, default=64, help=engine_doc["max_lora_rank"])
     e.add_argument("--max-loras", type=int, default=4, help=engine_doc["max_loras"])
@@ -151,7 +154,7 @@ def main(argv: list[str]) -> int:
         data_parallel_size=args.data_parallel_size,
         distributed_executor_backend=args.distributed_executor_backend,
         quantization=args.quantization,
-        enable_lora=not args.no_enable_lora,
+        enable_lora=args.enable_lora or bool(args.adapter),
         max_lora_rank=args.max_lora_rank,
         max_loras=args.max_loras,
         seed=args.seed,
@@ -169,8 +172,6 @@ def main(argv: list[str]) -> int:
         safety_policy=args.safety,
         safety=not args.no_safety,
     )
-    if server_config.adapters and not engine_config.enable_lora:
-        raise ConfigError("--adapter needs LoRA: drop --no-enable-lora")
     return run_server(server_config, engine_config, args.log_level, not args.disable_access_log)
 
 

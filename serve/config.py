@@ -45,8 +45,9 @@ class EngineConfig:
     """"mp" or "ray" for multi-GPU / multi-node (vLLM --distributed-executor-backend)."""
     quantization: str | None = None
     """Online or checkpoint quantization method vLLM should use (vLLM --quantization)."""
-    enable_lora: bool = True
-    """Serve LoRA adapters (--adapter, /v1/load_lora_adapter)."""
+    enable_lora: bool = False
+    """Serve LoRA adapters (--adapter, /v1/load_lora_adapter). Off unless asked for, as in vLLM:
+    the LoRA kernels run on every engine step once enabled (on CPU: half the throughput)."""
     max_lora_rank: int = 64
     """Largest LoRA rank an adapter may have."""
     max_loras: int = 4

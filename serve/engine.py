@@ -143,6 +143,10 @@ class VllmEngine:
             raise
 
     async def add_lora(self, name: str, path: str) -> LoadedAdapter:
+        if not self._llm.vllm_config.lora_config:
+            raise EngineRequestError(
+                "this server runs without LoRA: restart it with --enable-lora (or --adapter NAME=PATH)"
+            )
         if name in self._lora_requests:
             raise EngineRequestError(f"an adapter named {name!r} is already loaded")
         request = LoRARequest(lora_name=name, lora_int_id=self._next_lora_id, lora_path=path)

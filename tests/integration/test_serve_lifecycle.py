@@ -22,7 +22,6 @@ def small_server(default_model_dir, tmp_path_factory):
             "2",
             "--max-waiting-requests",
             "1",
-            "--no-enable-lora",
             "--no-safety",  # overload and shutdown are about the engine, not the filter
             "--max-model-len",
             "1024",
@@ -52,6 +51,15 @@ def test_more_waiting_requests_than_the_bound_get_503_with_retry_after(small_ser
     refused = next(r for r in responses if r.status_code == 503)
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["error"]["type"] == "service_unavailable_error"
+
+
+def test_loading_an_adapter_without_lora_enabled_is_a_clear_400(small_server, test_lora_dir):
+    with small_server.http() as http:
+        response = http.post(
+            "/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": str(test_lora_dir)}
+        )
+    assert response.status_code == 400
+    assert "--enable-lora" in response.json()["error"]["message"]
 
 
 def test_sigterm_drains_in_flight_requests_then_exits(small_server):
