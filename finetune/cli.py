@@ -5,7 +5,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from finetune.config import SECTIONS, field_docs, load_recipe
+from finetune.config import SECTIONS, load_recipe
+from llmloop.config_docs import field_docs
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 EPILOG = """examples:

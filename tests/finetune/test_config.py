@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import SECTIONS, SFTConfig, field_docs, load_recipe
+from finetune.config import SECTIONS, SFTConfig, load_recipe
 from finetune.errors import ConfigError
+from llmloop.config_docs import field_docs
 
 RECIPES = sorted((Path(__file__).parents[2] / "finetune" / "recipes").glob("*.yaml"))
 
