@@ -5,12 +5,7 @@ Each field's docstring is its ``--help`` text and its entry in the YAML recipe s
 its section (``train: {learning_rate: 2e-4}``). Precedence: defaults < recipe < flags on the line.
 """
 
-import ast
 import dataclasses
-import functools
-import inspect
-import itertools
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,19 +216,6 @@ def flatten(values: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     return flat
-
-
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (Python keeps them only in the source)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in itertools.pairwise(body):
-        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and is_doc:
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
 
 
 def _require(condition: bool, message: str) -> None:
