@@ -58,6 +58,7 @@ def main() -> int:
         prompt_len=args.prompt_len,
         ignore_eos=True,
         seed=args.seed,
+        prompts=args.prompts,
     )
     results: dict[str, BenchResult] = {}
     if not args.skip_vllm:
@@ -264,6 +265,11 @@ def _parse_args() -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, default=128, help="output tokens per request")
     parser.add_argument("--prompt-len", type=int, default=128, help="words per synthetic prompt")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--prompts",
+        help='JSONL of {"prompt": ...} instead of synthetic word salad (e.g. '
+        "benchmarks/data/benign_prompts.jsonl, which the safety filter lets through)",
+    )
     parser.add_argument(
         "--kv-cache-gib", type=int, default=2, help="KV cache per server (VLLM_CPU_KVCACHE_SPACE)"
     )
