@@ -65,24 +65,30 @@ def load_sft_data(config: DataConfig, tokenizer, seed: int) -> SFTData:
     if not examples:
         raise DataError(f"{path}: no usable rows (every row was bad); see the messages above")
     train, eval_ = split(examples, config.eval_fraction, seed)
-    manifest = {
-        "files": [
-            {
-                "path": str(path.resolve()),
-                "sha256": sha256_file(path),
-                "rows": len(examples) + len(bad),
-                "rows_used": len(examples),
-                "rows_skipped": len(bad),
-            }
-        ],
+    manifest = data_manifest(path, len(examples), bad) | {
         "train_rows": len(train),
         "eval_rows": len(eval_),
         "train_tokens": sum(len(e.input_ids) for e in train),
         "train_trained_tokens": sum(e.num_trained_tokens for e in train),
-        "bad_rows": [f"{path}:{n}: {why}" for n, why in bad[:MAX_REPORTED_BAD_ROWS]],
         "split_seed": seed,
     }
     return SFTData(train=train, eval=eval_, manifest=manifest)
+
+
+def data_manifest(path: Path, num_rows_used: int, bad: list[tuple[int, str]]) -> dict:
+    """The data file's part of ``data_manifest.json``: path, sha256, row counts, bad rows."""
+    return {
+        "files": [
+            {
+                "path": str(path.resolve()),
+                "sha256": sha256_file(path),
+                "rows": num_rows_used + len(bad),
+                "rows_used": num_rows_used,
+                "rows_skipped": len(bad),
+            }
+        ],
+        "bad_rows": [f"{path}:{n}: {why}" for n, why in bad[:MAX_REPORTED_BAD_ROWS]],
+    }
 
 
 def read_jsonl(path: Path, bad: list[tuple[int, str]]):

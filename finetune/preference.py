@@ -14,7 +14,7 @@ from typing import Any
 
 from finetune.artifact import write_artifact
 from finetune.config import PreferenceRunConfig
-from finetune.data import read_jsonl, report_bad_rows, sha256_file
+from finetune.data import data_manifest, read_jsonl, report_bad_rows
 from finetune.errors import ConfigError, DataError
 from finetune.modeling import load_base, resolve_mixed_precision
 from finetune.sft import check_data_file, check_output_dir
@@ -69,20 +69,7 @@ def load_preference_rows(method: str, path: Path, bad_rows: str) -> tuple[list[d
     report_bad_rows(path, bad, bad_rows)
     if not rows:
         raise DataError(f"{path}: no usable {method} rows; each needs {', '.join(fields)}")
-    manifest = {
-        "files": [
-            {
-                "path": str(path.resolve()),
-                "sha256": sha256_file(path),
-                "rows": len(rows) + len(bad),
-                "rows_used": len(rows),
-                "rows_skipped": len(bad),
-            }
-        ],
-        "train_rows": len(rows),
-        "eval_rows": 0,
-        "bad_rows": [f"{path}:{n}: {why}" for n, why in bad[:20]],
-    }
+    manifest = data_manifest(path, len(rows), bad) | {"train_rows": len(rows), "eval_rows": 0}
     return rows, manifest
 
 
