@@ -75,10 +75,20 @@ class Guardrails:
     def stream(self, redactor: "Redactor") -> "StreamGuard":
         return self.guard.stream("output", redactor)
 
-    def count_stream(self, stream: "StreamGuard") -> None:
-        """Count a finished stream's outcome in /metrics."""
-        for category in stream.blocked_categories:
-            self.metrics.safety_actions.labels("output", category, "block").inc()
+    def screen_delta(
+        self, stream: "StreamGuard", text: str, finish_reason: str | None
+    ) -> tuple[str, str | None]:
+        """One streamed delta through ``stream``: (text safe to send, finish_reason). Once the
+        output is blocked (on a delta or by the last check in ``finish``), the choice ends with
+        the refusal and ``content_filter``."""
+        text = stream.feed(text)
+        if finish_reason and not stream.blocked:
+            text += stream.finish()
+        if stream.blocked:
+            for category in stream.blocked_categories:
+                self.metrics.safety_actions.labels("output", category, "block").inc()
+            return REFUSAL, CONTENT_FILTER
+        return text, finish_reason
 
     def _check_all(self, texts: list[str], direction: str, redactor: "Redactor") -> list["Verdict"]:
         verdicts = [self.guard.check(text, direction, redactor) for text in texts]

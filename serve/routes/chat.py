@@ -194,14 +194,8 @@ async def _stream(turn: ChatTurn, prompt_ids, options, redactor) -> AsyncIterato
                 if seq.index in finish_reasons:
                     continue
                 text, finish_reason = seq.text, seq.finish_reason
-                guard = guards.get(seq.index)
-                if guard:
-                    text = guard.feed(text)
-                    if guard.blocked:
-                        text, finish_reason = REFUSAL, CONTENT_FILTER
-                        guardrails.count_stream(guard)
-                    elif finish_reason:
-                        text += guard.finish()
+                if guard := guards.get(seq.index):
+                    text, finish_reason = guardrails.screen_delta(guard, text, finish_reason)
                 texts[seq.index] += text
                 if finish_reason:
                     finish_reasons[seq.index] = finish_reason

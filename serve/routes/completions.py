@@ -209,12 +209,9 @@ async def _stream(
                     _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
                 )
                 if guard := guards.get(index):
-                    text = guard.feed(text)
-                    if guard.blocked:
-                        text, finish_reason, logprobs = REFUSAL, CONTENT_FILTER, None
-                        guardrails.count_stream(guard)
-                    elif finish_reason:
-                        text += guard.finish()
+                    text, finish_reason = guardrails.screen_delta(guard, text, finish_reason)
+                    if finish_reason == CONTENT_FILTER:
+                        logprobs = None
                 emitted[index] += text
                 if finish_reason:
                     finish_reasons[index] = finish_reason
