@@ -3,23 +3,12 @@
 ``vllm:num_requests_running|waiting``, ...) live in the default registry when vLLM runs
 in-process; the server's own live in a registry per app, so several apps can coexist in tests."""
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 
 
 class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "llmloop:http_requests",
-            "HTTP requests answered, by route and status code.",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "llmloop:requests_in_flight",
-            "Completion requests being processed.",
-            registry=self.registry,
-        )
         self.safety_actions = Counter(
             "llmloop:safety_actions",
             "Safety-layer decisions, by direction (input|output), category and action.",
