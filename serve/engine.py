@@ -28,7 +28,6 @@ from serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
     EngineRequestError,
-    EngineStats,
     LoadedAdapter,
     SamplingOptions,
     SequenceOutput,
@@ -166,9 +165,6 @@ class VllmEngine:
 
     def list_loras(self) -> list[LoadedAdapter]:
         return list(self._adapters.values())
-
-    def stats(self) -> EngineStats:
-        return EngineStats(num_running=self._llm.get_num_unfinished_requests())
 
     async def check_health(self) -> None:
         await self._llm.check_health()

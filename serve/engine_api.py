@@ -6,7 +6,7 @@ tests implement it with an in-process fake. Field names follow ``vllm.SamplingPa
 """
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -85,13 +85,6 @@ class LoadedAdapter:
     """Unix seconds when it was loaded."""
 
 
-@dataclass
-class EngineStats:
-    num_running: int = 0
-    num_waiting: int = 0
-    extra: dict = field(default_factory=dict)
-
-
 class Tokenizer(Protocol):
     """The subset of a Hugging Face tokenizer the server uses."""
 
@@ -130,8 +123,6 @@ class Engine(Protocol):
     async def remove_lora(self, name: str) -> None: ...
 
     def list_loras(self) -> list[LoadedAdapter]: ...
-
-    def stats(self) -> EngineStats: ...
 
     async def check_health(self) -> None: ...
 

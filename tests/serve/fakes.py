@@ -9,7 +9,6 @@ import time
 from serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
-    EngineStats,
     LoadedAdapter,
     SamplingOptions,
     SequenceOutput,
@@ -139,9 +138,6 @@ class FakeEngine:
 
     def list_loras(self) -> list[LoadedAdapter]:
         return list(self._adapters.values())
-
-    def stats(self) -> EngineStats:
-        return EngineStats(num_running=len(self.running))
 
     async def check_health(self) -> None:
         return None
