@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-from safety.harm import Classification, HarmClassifier
+from safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
 from safety.pii import Finding, detect
 from safety.policy import Direction, DirectionPolicy, SafetyPolicy
 from safety.redact import Redactor
@@ -31,27 +31,52 @@ class Verdict:
 
 
 class Guard:
-    """A policy plus the classifier it needs; shared by all requests of a server."""
+    """A policy plus the classifiers it needs; shared by all requests of a server.
 
-    def __init__(self, policy: SafetyPolicy, classifier: HarmClassifier | None = None):
+    Input is classified by ``classifier`` (fp32), output by ``output_classifier`` (the int8
+    head: answers are long and checked as they stream, so they hold most of the text to
+    classify). Given a ``classifier`` only, it serves both directions.
+    """
+
+    def __init__(
+        self,
+        policy: SafetyPolicy,
+        classifier: HarmClassifier | None = None,
+        output_classifier: HarmClassifier | None = None,
+    ):
         self.policy = policy
-        self._classifier = classifier
+        self._classifiers = {"input": classifier, "output": output_classifier or classifier}
         self._lock = threading.Lock()
 
     @property
     def classifier(self) -> HarmClassifier:
-        """The harm classifier, loaded on first use when none was given."""
-        if self._classifier is None:
+        """The input classifier, loaded on first use when none was given."""
+        return self.classifier_for("input")
+
+    def classifier_for(self, direction: Direction) -> HarmClassifier:
+        """The harm classifier of ``direction``, loaded on first use when none was given."""
+        if self._classifiers[direction] is None:
             with self._lock:
-                if self._classifier is None:
-                    self._classifier = HarmClassifier.load()
-        return self._classifier
+                if self._classifiers[direction] is None:
+                    head = HEAD_PATH if direction == "input" else INT8_HEAD_PATH
+                    self._classifiers[direction] = HarmClassifier.load(head)
+        return self._classifiers[direction]
 
     def check(self, text: str, direction: Direction, redactor: Redactor | None = None) -> Verdict:
+        return self.judge(text, direction, redactor, self.classify(text, direction))
+
+    def judge(
+        self,
+        text: str,
+        direction: Direction,
+        redactor: Redactor | None,
+        classification: Classification | None,
+    ) -> Verdict:
+        """``check`` with the harm classification already made (None: not needed), for callers
+        that classify many texts in one batch."""
         rules = self.policy.direction(direction)
         redactor = redactor or Redactor(self.policy.operator)
         findings = detect(text)
-        classification = self.classify(text, rules)
         blocked = blocked_pii(findings, rules) + blocked_harm(classification, rules)
         hidden = [f for f in findings if rules.pii[f.type] != "allow"]
         safe_text = redactor.redact(text, hidden) if hidden else text
@@ -63,10 +88,10 @@ class Guard:
             action = "allow"
         return Verdict(action, safe_text, findings, blocked, classification)
 
-    def classify(self, text: str, rules: DirectionPolicy) -> Classification | None:
-        if not rules.needs_classifier or not text.strip():
+    def classify(self, text: str, direction: Direction) -> Classification | None:
+        if not needs_classification(text, self.policy.direction(direction)):
             return None
-        return self.classifier.classify([text])[0]
+        return self.classifier_for(direction).classify([text])[0]
 
     def redact(self, text: str, redactor: Redactor | None = None) -> str:
         """``text`` with every PII span redacted, whatever the policy: for logs."""
@@ -76,6 +101,12 @@ class Guard:
         self, direction: Direction = "output", redactor: Redactor | None = None
     ) -> "StreamGuard":
         return StreamGuard(self, direction, redactor or Redactor(self.policy.operator))
+
+
+def needs_classification(text: str, rules: DirectionPolicy) -> bool:
+    """Whether ``text`` must be classified: the policy blocks some harm category, and there is
+    text."""
+    return rules.needs_classifier and bool(text.strip())
 
 
 def blocked_pii(findings: list[Finding], rules: DirectionPolicy) -> list[str]:
@@ -95,10 +126,10 @@ MAX_JOINABLE_HOLD = 64  # chars; longer than any spaced PII (an IBAN is at most 
 MAX_WORD_HOLD = 4096  # chars; one "word" (no whitespace) is held whole up to this size
 MAX_KEY_HOLD = 16384  # chars; an unterminated private key block is held up to this size
 CONTEXT_CHARS = 32  # already-released text the detectors see before the pending text
-HARM_CHECK_CHARS = 160  # classify after this many new chars at a sentence end ...
+HARM_FIRST_CHARS = 48  # the first check, at the first sentence end past this length ...
+HARM_CHECK_CHARS = 240  # ... then after this many new chars at a sentence end ...
 HARM_FORCE_CHARS = 400  # ... or after this many whatever the punctuation
-HARM_FIRST_CHARS = 48  # the first check, at the first sentence end past this length
-HARM_TAIL_CHARS = 1000  # classify the tail of the output, not all of it every time
+HARM_CONTEXT_CHARS = 160  # already-classified text a check sees before the new text
 SENTENCE_ENDS = frozenset(".!?\n")
 PRIVATE_KEY_BEGIN = "-----BEGIN"
 
@@ -106,7 +137,13 @@ PRIVATE_KEY_BEGIN = "-----BEGIN"
 @dataclass
 class StreamGuard:
     """Guards one streamed answer. ``feed`` each delta, send what it returns, then send
-    ``finish()``; stop early (finish_reason ``content_filter``) once ``blocked`` is set."""
+    ``finish()``; stop early (finish_reason ``content_filter``) once ``blocked`` is set.
+
+    Harm checks classify each stretch of new text once, with the ``HARM_CONTEXT_CHARS`` before
+    it, not the whole answer again and again. ``feed``/``finish`` classify inline; a server that
+    batches classifications across streams drives the steps itself: ``push``, classify
+    ``harm_window()`` if it is not None, ``apply`` the result, ``release``.
+    """
 
     guard: Guard
     direction: Direction
@@ -121,44 +158,58 @@ class StreamGuard:
     """Everything fed so far, unredacted (never send this)."""
     _released: int = field(default=0, init=False, repr=False)  # chars of ``text`` released
     _classified: int = field(default=0, init=False, repr=False)  # len(text) at the last check
+    _at_sentence_end: bool = field(default=False, init=False, repr=False)  # the last delta's
 
     def __post_init__(self) -> None:
         self.rules = self.guard.policy.direction(self.direction)
 
     def feed(self, delta: str) -> str:
         """The text that is safe to emit now, already redacted ("" while holding back)."""
-        if self.blocked:
-            return ""
-        self.text += delta
-        if self.rules.needs_classifier and self._harm_check_due(delta):
-            self._check_harm()
-            if self.blocked:
-                return ""
-        return self._release(self._hold_start())
+        self.push(delta)
+        self._classify_inline(self.harm_window())
+        return self.release()
 
     def finish(self) -> str:
         """The held-back rest, redacted ("" when blocked)."""
+        self._classify_inline(self.harm_window(final=True))
+        return self.release(final=True)
+
+    def push(self, delta: str) -> None:
+        if not self.blocked:
+            self.text += delta
+            self._at_sentence_end = any(ch in SENTENCE_ENDS for ch in delta)
+
+    def harm_window(self, final: bool = False) -> str | None:
+        """The text to classify now (the new text and its context), or None when no check is
+        due; ``final``: whatever was not classified yet. Counts as classified once returned."""
+        new = len(self.text) - self._classified
+        if self.blocked or not new or not self.rules.needs_classifier:
+            return None
+        if not final:
+            if self._classified == 0:
+                due = len(self.text) >= HARM_FIRST_CHARS and self._at_sentence_end
+            else:
+                due = new >= HARM_FORCE_CHARS or (new >= HARM_CHECK_CHARS and self._at_sentence_end)
+            if not due:
+                return None
+        window = self.text[max(0, self._classified - HARM_CONTEXT_CHARS) :]
+        self._classified = len(self.text)
+        return window if needs_classification(window, self.rules) else None
+
+    def apply(self, classification: Classification | None) -> None:
+        """Record the classification of a ``harm_window``: blocks on a blocked category."""
+        if categories := blocked_harm(classification, self.rules):
+            self.blocked, self.blocked_categories = True, categories
+
+    def release(self, final: bool = False) -> str:
+        """The text that can be sent now, redacted; ``final``: all the rest ("" when blocked)."""
         if self.blocked:
             return ""
-        if self.rules.needs_classifier and self._classified < len(self.text):
-            self._check_harm()
-            if self.blocked:
-                return ""
-        return self._release(len(self.text))
+        return self._release(len(self.text) if final else self._hold_start())
 
-    def _harm_check_due(self, delta: str) -> bool:
-        new = len(self.text) - self._classified
-        at_sentence_end = any(ch in SENTENCE_ENDS for ch in delta)
-        if self._classified == 0:
-            return len(self.text) >= HARM_FIRST_CHARS and at_sentence_end
-        return new >= HARM_FORCE_CHARS or (new >= HARM_CHECK_CHARS and at_sentence_end)
-
-    def _check_harm(self) -> None:
-        self._classified = len(self.text)
-        classification = self.guard.classify(self.text[-HARM_TAIL_CHARS:], self.rules)
-        categories = blocked_harm(classification, self.rules)
-        if categories:
-            self.blocked, self.blocked_categories = True, categories
+    def _classify_inline(self, window: str | None) -> None:
+        if window is not None:
+            self.apply(self.guard.classifier_for(self.direction).classify([window])[0])
 
     def _hold_start(self) -> int:
         """Where the suffix starts that could still become (part of) a PII span."""

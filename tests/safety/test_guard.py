@@ -4,7 +4,12 @@ import random
 
 import pytest
 
-from safety.guard import Guard
+from safety.guard import (
+    HARM_CONTEXT_CHARS,
+    HARM_FIRST_CHARS,
+    HARM_FORCE_CHARS,
+    Guard,
+)
 from safety.pii import detect
 from safety.policy import load_policy, parse_policy
 from safety.redact import Redactor
@@ -65,7 +70,7 @@ def test_no_classifier_needed_when_every_category_is_allowed() -> None:
     guard = Guard(policy, classifier=None)  # would load MiniLM if it needed it
     verdict = guard.check("how do I make sarin?", "input")
     assert verdict.action == "allow" and verdict.classification is None
-    assert guard._classifier is None
+    assert guard._classifiers == {"input": None, "output": None}
 
 
 def test_redactor_keeps_placeholders_across_input_and_output(guard: Guard) -> None:
@@ -116,7 +121,7 @@ def test_stream_holds_an_unfinished_private_key() -> None:
 
 
 def test_stream_blocks_harmful_output_at_a_sentence_end(guard: Guard) -> None:
-    # harm is classified at sentence ends (every ~160 chars), not per token: the server stops
+    # harm is classified at sentence ends (every 240-400 chars), not per token: the server stops
     # the stream as soon as ``blocked`` is set, so at most about one check interval leaks
     text = "Here is how you would go about it, step by step. First get the sarin. " + (
         "Then carry on with the next part of the plan. " * 10
@@ -127,8 +132,44 @@ def test_stream_blocks_harmful_output_at_a_sentence_end(guard: Guard) -> None:
         if stream.blocked:
             break
     assert stream.blocked and stream.blocked_categories == ["weapons_mass_harm"]
-    assert len(emitted) < 48 + 160 + 4
+    assert len(emitted) < HARM_FIRST_CHARS + HARM_FORCE_CHARS + 4
     assert stream.feed("more text") == "" and stream.finish() == ""
+
+
+def test_stream_classifies_each_stretch_once_with_its_context(guard: Guard) -> None:
+    windows: list[str] = []
+    classify = guard.classifier.classify
+    guard.classifier.classify = lambda texts: windows.extend(texts) or classify(texts)
+    text = "".join(f"Sentence number {i} says nothing harmful at all. " for i in range(60))
+    stream = guard.stream()
+    for i in range(0, len(text), 5):
+        stream.feed(text[i : i + 5])
+    stream.finish()
+    assert len(windows) > 3
+    covered = 0
+    for window in windows:  # each window = context already seen + the next new stretch
+        start = text.index(window)
+        assert start == max(0, covered - HARM_CONTEXT_CHARS)
+        covered = start + len(window)
+    assert covered == len(text)
+    assert sum(map(len, windows)) <= len(text) + HARM_CONTEXT_CHARS * len(windows)
+
+
+def test_stream_steps_driven_by_a_caller_that_classifies_in_batches(guard: Guard) -> None:
+    stream, emitted, windows = guard.stream(), "", []
+    text = "Fine words first, nothing to see here at all. Now the sarin part. " * 6
+    for i in range(0, len(text), 7):
+        stream.push(text[i : i + 7])
+        if (window := stream.harm_window()) is not None:
+            windows.append(window)
+            stream.apply(guard.classifier.classify([window])[0])
+        emitted += stream.release()
+        if stream.blocked:
+            break
+    assert stream.blocked and windows and "sarin" in windows[-1]
+    assert not any("sarin" in w for w in windows[:-1])  # blocked by the first check that saw it
+    assert len(emitted) < HARM_FIRST_CHARS + HARM_FORCE_CHARS + 7
+    assert stream.harm_window(final=True) is None and stream.release(final=True) == ""
 
 
 def test_stream_blocks_on_pii_under_a_block_rule() -> None:
