@@ -86,6 +86,8 @@ async def _lifespan(app: FastAPI):
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await app.state.request_log.aclose()  # drained requests are logged before we exit
+        if app.state.guardrails is not None:
+            app.state.guardrails.close()
         if app.state.engine is not None:
             app.state.engine.shutdown()
             app.state.engine = None

@@ -1,16 +1,24 @@
 """The safety layer around a request: input is screened before it reaches the engine, retrieved
 text before it enters the prompt, output as it is generated (streams hold back only what could
-still turn into a PII span). Everything the request log sees has been through here."""
+still turn into a PII span). Everything the request log sees has been through here.
+
+Harm classifications of all concurrent requests go through a ``MicroBatcher`` per direction
+(inputs and retrieved chunks; stream checks), both on one worker thread: the classifier runs
+batched, never on the event loop and never on several threads competing with the engine for
+the CPU.
+"""
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from serve.batcher import MicroBatcher
 from serve.metrics import ServerMetrics
 
 if TYPE_CHECKING:  # the safety package (and torch) load with the guardrails, not on import
     from safety.guard import Guard, StreamGuard, Verdict
-    from safety.harm import HarmClassifier
+    from safety.harm import Classification
     from safety.redact import Redactor
 
 REFUSAL = "I can't help with that request."
@@ -29,11 +37,11 @@ class Guardrails:
     def __init__(self, guard: "Guard", metrics: ServerMetrics):
         self.guard = guard
         self.metrics = metrics
-
-    @property
-    def classifier(self) -> "HarmClassifier":
-        """The harm classifier the guard uses; /v1/moderations serves it too."""
-        return self.guard.classifier
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmloop-safety")
+        self.batchers: dict[str, MicroBatcher[str, Classification]] = {
+            direction: MicroBatcher(guard.classifier_for(direction).classify, self._executor)
+            for direction in ("input", "output")
+        }
 
     @classmethod
     def load(cls, policy_path: str | None, metrics: ServerMetrics) -> "Guardrails":
@@ -42,8 +50,16 @@ class Guardrails:
         from safety.policy import load_policy
 
         guard = Guard(load_policy(policy_path))
-        guard.classifier.classify(["warm-up"])  # one-time costs now, not on the first request
+        for direction in ("input", "output"):  # load both, and pay one-time costs now
+            guard.classifier_for(direction).classify(["warm-up"])
         return cls(guard, metrics)
+
+    async def classify(self, texts: list[str]) -> list["Classification"]:
+        """Classify with the input classifier, batched with the requests' checks (moderation)."""
+        return await self.batchers["input"].submit(texts)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def redactor(self) -> "Redactor":
         """One per request, so placeholders (<EMAIL_1>) stay stable across its messages."""
@@ -55,7 +71,7 @@ class Guardrails:
         self, texts: list[str], redactor: "Redactor"
     ) -> tuple[list[str], Blocked | None]:
         """(the texts with PII handled per policy, ``Blocked`` if the request must be refused)."""
-        verdicts = await asyncio.to_thread(self._check_all, texts, "input", redactor)
+        verdicts = await self._check_all(texts, "input", redactor)
         if any(v.action == "block" for v in verdicts):
             categories = [c for v in verdicts for c in v.blocked_categories]
             return [v.text for v in verdicts], Blocked(categories or ["pii"])
@@ -63,11 +79,11 @@ class Guardrails:
 
     async def screen_retrieved(self, texts: list[str], redactor: "Redactor") -> list[str | None]:
         """Retrieved chunks, redacted; ``None`` for a chunk that may not enter the prompt."""
-        verdicts = await asyncio.to_thread(self._check_all, texts, "input", redactor)
+        verdicts = await self._check_all(texts, "input", redactor)
         return [None if v.action == "block" else v.text for v in verdicts]
 
     async def screen_output(self, text: str, redactor: "Redactor") -> str | Blocked:
-        (verdict,) = await asyncio.to_thread(self._check_all, [text], "output", redactor)
+        (verdict,) = await self._check_all([text], "output", redactor)
         if verdict.action == "block":
             return Blocked(verdict.blocked_categories or ["pii"])
         return verdict.text
@@ -75,23 +91,41 @@ class Guardrails:
     def stream(self, redactor: "Redactor") -> "StreamGuard":
         return self.guard.stream("output", redactor)
 
-    def screen_delta(
+    async def screen_delta(
         self, stream: "StreamGuard", text: str, finish_reason: str | None
     ) -> tuple[str, str | None]:
         """One streamed delta through ``stream``: (text safe to send, finish_reason). Once the
-        output is blocked (on a delta or by the last check in ``finish``), the choice ends with
+        output is blocked (on a delta or by the last check at the end), the choice ends with
         the refusal and ``content_filter``."""
-        text = stream.feed(text)
-        if finish_reason and not stream.blocked:
-            text += stream.finish()
+        final = finish_reason is not None
+        stream.push(text)
+        if (window := stream.harm_window(final)) is not None:
+            (classification,) = await self.batchers["output"].submit([window])
+            stream.apply(classification)
+        text = stream.release(final)
         if stream.blocked:
             for category in stream.blocked_categories:
                 self.metrics.safety_actions.labels("output", category, "block").inc()
             return REFUSAL, CONTENT_FILTER
         return text, finish_reason
 
-    def _check_all(self, texts: list[str], direction: str, redactor: "Redactor") -> list["Verdict"]:
-        verdicts = [self.guard.check(text, direction, redactor) for text in texts]
+    async def _check_all(
+        self, texts: list[str], direction: str, redactor: "Redactor"
+    ) -> list["Verdict"]:
+        from safety.guard import needs_classification
+
+        rules = self.guard.policy.direction(direction)
+        to_classify = [text for text in texts if needs_classification(text, rules)]
+        classified = iter(await self.batchers[direction].submit(to_classify))
+        classifications = [
+            next(classified) if needs_classification(text, rules) else None for text in texts
+        ]
+        verdicts = await asyncio.to_thread(  # PII detection: regexes over maybe long texts
+            lambda: [
+                self.guard.judge(text, direction, redactor, classification)
+                for text, classification in zip(texts, classifications, strict=True)
+            ]
+        )
         for verdict in verdicts:
             self._count(direction, verdict)
         return verdicts

@@ -195,7 +195,7 @@ async def _stream(turn: ChatTurn, prompt_ids, options, redactor) -> AsyncIterato
                     continue
                 text, finish_reason = seq.text, seq.finish_reason
                 if guard := guards.get(seq.index):
-                    text, finish_reason = guardrails.screen_delta(guard, text, finish_reason)
+                    text, finish_reason = await guardrails.screen_delta(guard, text, finish_reason)
                 texts[seq.index] += text
                 if finish_reason:
                     finish_reasons[seq.index] = finish_reason

@@ -209,7 +209,7 @@ async def _stream(
                     _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
                 )
                 if guard := guards.get(index):
-                    text, finish_reason = guardrails.screen_delta(guard, text, finish_reason)
+                    text, finish_reason = await guardrails.screen_delta(guard, text, finish_reason)
                     if finish_reason == CONTENT_FILTER:
                         logprobs = None
                 emitted[index] += text

@@ -14,7 +14,11 @@ MODERATION_MODEL = "llmloop-harm-minilm"
 
 @router.post("/v1/moderations", response_model=ModerationResponse)
 async def create_moderation(body: ModerationRequest, request: Request) -> ModerationResponse:
-    classifications = await asyncio.to_thread(_classify, request.app, body.texts())
+    guardrails = request.app.state.guardrails
+    if guardrails is not None:  # batched with the requests' own safety checks
+        classifications = await guardrails.classify(body.texts())
+    else:
+        classifications = await asyncio.to_thread(_classify_unguarded, request.app, body.texts())
     return ModerationResponse(
         id=f"modr-{uuid.uuid4().hex}",
         model=MODERATION_MODEL,
@@ -27,10 +31,8 @@ async def create_moderation(body: ModerationRequest, request: Request) -> Modera
     )
 
 
-def _classify(app: FastAPI, texts: list[str]):
-    """The guardrails' classifier; loaded here on first use when the safety layer is off."""
-    if app.state.guardrails is not None:
-        return app.state.guardrails.classifier.classify(texts)
+def _classify_unguarded(app: FastAPI, texts: list[str]):
+    """With the safety layer off, the classifier is loaded here on first use."""
     with app.state.lazy_load_lock:
         if app.state.harm_classifier is None:
             from safety.harm import HarmClassifier

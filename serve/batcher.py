@@ -1,0 +1,63 @@
+"""Micro-batching for CPU work shared by concurrent requests (the safety classifier).
+
+Requests ``await submit(items)``; one worker thread runs the batch function over everything
+submitted while the previous batch ran, so N streams waiting on a check cost one batched call,
+not N calls on N threads, and the event loop never runs the model itself. No timer: a batch
+starts as soon as the worker is free, so a lone request waits for nothing.
+"""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        fn: Callable[[list[Item]], Sequence[Result]],
+        executor: ThreadPoolExecutor,
+        max_batch_size: int = 64,
+    ):
+        """``executor``: where ``fn`` runs; batchers that share a one-thread executor never run
+        two batches at once."""
+        self.fn = fn
+        self.max_batch_size = max_batch_size
+        self._executor = executor
+        self._pending: list[tuple[Item, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, items: list[Item]) -> list[Result]:
+        """``fn``'s results for ``items``, computed in a batch with other callers' items."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        self._pending.extend(zip(items, futures, strict=True))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return list(await asyncio.gather(*futures))
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = self._pending[: self.max_batch_size]
+            del self._pending[: self.max_batch_size]
+            batch = [(item, future) for item, future in batch if not future.done()]  # cancelled
+            if not batch:
+                continue
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.fn, [item for item, _ in batch]
+                )
+            except Exception as e:  # every caller of this batch sees the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
