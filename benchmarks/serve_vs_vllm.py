@@ -11,22 +11,23 @@ vLLM's definitions) and the ratios the project targets:
 
   .venv/bin/python benchmarks/serve_vs_vllm.py                    # 64 requests, concurrency 16
   .venv/bin/python benchmarks/serve_vs_vllm.py --num-requests 8   # a quick smoke run
+
+The overheads (``--with-overheads``) are differences of a few percent between servers run one
+after the other, and on a shared machine the later run of a sequence tends to be slower.
+``--abba`` runs the llmloop variants forward and then backward (A B C C B A) and compares the
+mean E2E p50 of each variant's two runs, which cancels a linear drift.
 """
 
 import argparse
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from server_process import free_port, running_server  # benchmarks/server_process.py
 
 from evals.bench import BenchConfig, run_benchmark, synthetic_prompts
 from evals.bench_metrics import BenchResult
@@ -60,7 +61,7 @@ def main() -> int:
         seed=args.seed,
         prompts=args.prompts,
     )
-    results: dict[str, BenchResult] = {}
+    results: dict[str, BenchResult] = {}  # column name -> result; "+log (2)": the 2nd run
     if not args.skip_vllm:
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
@@ -69,13 +70,14 @@ def main() -> int:
         results["vllm"] = bench_server("vllm", command, config, args)
     if not args.skip_llmloop:
         base = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
-        variants = (
-            LLMLOOP_VARIANTS if args.with_overheads else {"llmloop": LLMLOOP_VARIANTS["llmloop"]}
-        )
+        variants = list(LLMLOOP_VARIANTS) if args.with_overheads else ["llmloop"]
+        runs = variants + variants[::-1] if args.abba else variants
         with tempfile.TemporaryDirectory(prefix="llmloop-bench-home-") as home:  # the log's db
-            for name, flags in variants.items():
-                results[name] = bench_server(
-                    name, [*base, *flags], config, args, {"LLMLOOP_HOME": home}
+            for name in runs:
+                column = f"{name} (2)" if name in results else name
+                command = [*base, *LLMLOOP_VARIANTS[name]]
+                results[column] = bench_server(
+                    column, command, config, args, {"LLMLOOP_HOME": home}
                 )
     transformers_tok_s = None
     if not args.skip_transformers:
@@ -92,13 +94,13 @@ def bench_server(
     name: str, command: list[str], config: dict, args: argparse.Namespace, env: dict | None = None
 ) -> BenchResult:
     """Start one server on a free port, benchmark it, stop it."""
-    port = _free_port()
+    port = free_port()
     # vLLM's CPU backend otherwise reserves 92% of RAM and refuses to start on a shared machine;
     # both servers get the same KV-cache budget.
     kv_cache_gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))
     env = {"VLLM_CPU_KVCACHE_SPACE": kv_cache_gib} | (env or {})
     command = [*command, "--port", str(port)]
-    with _running(name, command, port, args.startup_timeout, env) as base_url:
+    with running_server(name, command, port, args.startup_timeout, env) as base_url:
         model = httpx.get(f"{base_url}/v1/models").json()["data"][0]["id"]
         print(f"[{name}] benchmarking model {model!r} at {base_url}", flush=True)
         return run_benchmark(BenchConfig(base_url, model, **config), show_progress=True)
@@ -151,10 +153,10 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
     for metric in ("ttft", "tpot", "itl", "e2el"):
         for stat in ("mean", "p50", "p90", "p99"):
             rows.append((f"{metric.upper()} {stat} (ms)", _stat_getter(metric, stat)))
-    lines = [f"{'metric':<32}" + "".join(f"{n:>14}" for n in names)] if names else []
+    lines = [f"{'metric':<32}" + "".join(f"{n:>17}" for n in names)] if names else []
     if names:
         lines += [
-            f"{label:<32}" + "".join(f"{get(results[n]):>14}" for n in names) for label, get in rows
+            f"{label:<32}" + "".join(f"{get(results[n]):>17}" for n in names) for label, get in rows
         ]
     if transformers_tok_s is not None:
         lines.append(f"{'transformers generate (tok/s)':<32}{transformers_tok_s:>14.1f}")
@@ -167,14 +169,14 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
         lines.append(
             _verdict("TTFT p50 ours - vLLM (ms)", delta, "<=", TARGETS["ttft_p50_delta_ms"])
         )
-    core, logged, guarded = ours, results.get("+log"), results.get("+log+safety")
+    core, logged, guarded = (_e2e_p50(results, n) for n in ("llmloop", "+log", "+log+safety"))
     if core and logged:
-        overhead = _e2e_p50(logged) / _e2e_p50(core) - 1
+        overhead = logged / core - 1
         lines.append(
             _verdict("E2E p50 overhead of logging", overhead, "<=", TARGETS["logging_overhead"])
         )
     if logged and guarded:
-        overhead = _e2e_p50(guarded) / _e2e_p50(logged) - 1
+        overhead = guarded / logged - 1
         lines.append(
             _verdict("E2E p50 overhead of safety", overhead, "<=", TARGETS["safety_overhead"])
         )
@@ -185,8 +187,10 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
     return "\n".join(lines)
 
 
-def _e2e_p50(result: BenchResult) -> float:
-    return result.e2el.percentiles_ms["p50"]
+def _e2e_p50(results: dict[str, BenchResult], name: str) -> float | None:
+    """The mean E2E p50 (ms) over the runs of ``name`` (one, or two with ``--abba``)."""
+    runs = [r for column, r in results.items() if column in (name, f"{name} (2)")]
+    return sum(r.e2el.percentiles_ms["p50"] for r in runs) / len(runs) if runs else None
 
 
 def _stat_getter(metric: str, stat: str):
@@ -201,60 +205,6 @@ def _stat_getter(metric: str, stat: str):
 def _verdict(label: str, value: float, op: str, target: float) -> str:
     passed = value >= target if op == ">=" else value <= target
     return f"{label:<32}{value:>10.3f}   target {op} {target:g}   {'PASS' if passed else 'FAIL'}"
-
-
-@contextlib.contextmanager
-def _running(
-    name: str, command: list[str], port: int, startup_timeout: float, extra_env: dict[str, str]
-) -> Iterator[str]:
-    """Run a server process until the block ends; yields its base URL once /health is 200."""
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log", delete=False) as log:
-        print(f"[{name}] starting: {' '.join(command)} (log: {log.name})", flush=True)
-        env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | extra_env
-        process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        try:
-            _wait_healthy(name, process, base_url, startup_timeout, Path(log.name))
-            yield base_url
-        finally:
-            _stop(process)
-
-
-def _wait_healthy(
-    name: str, process: subprocess.Popen, base_url: str, timeout: float, log: Path
-) -> None:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if process.poll() is not None:
-            raise SystemExit(
-                f"[{name}] exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                print(f"[{name}] ready after {time.monotonic() - start:.0f} s", flush=True)
-                return
-        time.sleep(1)  # polling a process we do not control; no event to wait on
-    raise SystemExit(f"[{name}] not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGINT the server's process group (vLLM's workers too), then kill what is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _parse_args() -> argparse.Namespace:
@@ -282,6 +232,12 @@ def _parse_args() -> argparse.Namespace:
         "--with-overheads",
         action="store_true",
         help="also run llmloop with the request log, then with log + safety filter (their cost)",
+    )
+    parser.add_argument(
+        "--abba",
+        action="store_true",
+        help="run the llmloop variants forward, then backward, and compare the means "
+        "(cancels the drift of a shared machine)",
     )
     parser.add_argument("--result-json", help="also write every figure to this JSON file")
     return parser.parse_args()
