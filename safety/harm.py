@@ -196,7 +196,11 @@ def load_encoder(
     def encode(texts: list[str]) -> np.ndarray:
         with torch.inference_mode():
             embeddings = model.encode(
-                texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True
+                texts,
+                batch_size=32,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,  # a server logging at INFO would draw a bar per call
             )
         return embeddings.astype(np.float32)
 
