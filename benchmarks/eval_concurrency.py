@@ -41,9 +41,9 @@ def main() -> int:
                 str(resolve_model(args.model)), "--port", str(port),
             ]  # fmt: skip
             env = {"LLMLOOP_HOME": tmp}
-            with running_server("llmloop", command, port, args.startup_timeout, env) as url:
-                model = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
-                runs = compare(task, url, model, args, Path(tmp))
+            with running_server("llmloop", command, port, args.startup_timeout, env) as server:
+                model = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["id"]
+                runs = compare(task, server.base_url, model, args, Path(tmp))
     print(format_table(runs, args.concurrency))
     return 0
 

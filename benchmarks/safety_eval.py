@@ -9,7 +9,8 @@ and the KR RRN recognizer added. A prediction counts when it overlaps a gold spa
 type; Presidio entities outside our types (DATE_TIME, URL, ...) are ignored, not counted wrong.
 
 Harm (``benchmarks/data/safety/harm_eval.jsonl``, held out from training): recall on harmful
-prompts, false-positive rate on benign ones (look-alikes included), and category accuracy.
+prompts, false-positive rate on benign ones (look-alikes included), and category accuracy, for
+both shipped heads: the fp32 one that screens input and the int8 one that screens output.
 Latency (``--latency``): ``detect`` and ``Guard.check`` on a short prompt, and
 ``StreamGuard.feed`` per 4-character delta over a 1080-character answer, with and without harm
 checks. Prints markdown tables; ``--out`` also writes the figures as JSON.
@@ -142,10 +143,17 @@ def print_pii_table(results: dict, num_texts: int) -> None:
 
 
 def evaluate_harm() -> dict:
-    from safety.harm import HarmClassifier
+    from safety.harm import HEAD_PATH, INT8_HEAD_PATH
 
     rows = [json.loads(line) for line in (DATA_DIR / "harm_eval.jsonl").open()]
-    classifier = HarmClassifier.load()
+    heads = {"input (fp32)": HEAD_PATH, "output (int8)": INT8_HEAD_PATH}
+    return {name: evaluate_head(name, path, rows) for name, path in heads.items()}
+
+
+def evaluate_head(name: str, head_path: Path, rows: list[dict]) -> dict:
+    from safety.harm import HarmClassifier
+
+    classifier = HarmClassifier.load(head_path)
     texts = [r["text"] for r in rows]
     started = time.perf_counter()
     results = [
@@ -180,7 +188,7 @@ def evaluate_harm() -> dict:
         "false_positives": [r["text"] for r, res in benign if res.flagged],
         "missed": [r["text"] for r, res in harmful if not res.flagged],
     }
-    print(f"\nHarm ({len(harmful)} harmful, {len(benign)} benign, held out)\n")
+    print(f"\nHarm, {name} head ({len(harmful)} harmful, {len(benign)} benign, held out)\n")
     print("| harmful recall | benign FPR | precision | F1 | ms/text (batch 32) |")
     print("|---|---|---|---|---|")
     print(
@@ -208,12 +216,12 @@ ANSWER = (
 
 def measure_latency() -> dict:
     from safety.guard import Guard
-    from safety.harm import HarmClassifier
     from safety.pii import detect
     from safety.policy import load_policy, parse_policy
 
-    guard = Guard(load_policy(None), HarmClassifier.load())
+    guard = Guard(load_policy(None))  # the shipped heads: fp32 on input, int8 on output
     guard.check(PROMPT, "input")  # warm-up
+    guard.check(ANSWER, "output")
     figures = {
         "detect_prompt": median_ms(lambda: detect(PROMPT), 200),
         "check_prompt": median_ms(lambda: guard.check(PROMPT, "input"), 30),

@@ -13,9 +13,11 @@ vLLM's definitions) and the ratios the project targets:
   .venv/bin/python benchmarks/serve_vs_vllm.py --num-requests 8   # a quick smoke run
 
 The overheads (``--with-overheads``) are differences of a few percent between servers run one
-after the other, and on a shared machine the later run of a sequence tends to be slower.
-``--abba`` runs the llmloop variants forward and then backward (A B C C B A) and compares the
-mean E2E p50 of each variant's two runs, which cancels a linear drift.
+after the other, and from one server start to the next the same server varies by about as much
+on this machine. ``--rounds N`` runs the llmloop variants N times, forward and backward in
+turn (A B C C B A ...), and compares the mean E2E p50 of each variant's runs. The table also
+shows each server's CPU seconds (its own process, and vLLM's engine processes): the frontend
+CPU a layer adds is its cost with far less noise than latency.
 """
 
 import argparse
@@ -62,29 +64,34 @@ def main() -> int:
         prompts=args.prompts,
     )
     results: dict[str, BenchResult] = {}  # column name -> result; "+log (2)": the 2nd run
+    cpu: dict[str, tuple[float, float]] = {}  # column name -> (server, engine) CPU seconds
     if not args.skip_vllm:
         command = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
             "--dtype", "bfloat16", "--enforce-eager", "--host", "127.0.0.1",
         ]  # fmt: skip
-        results["vllm"] = bench_server("vllm", command, config, args)
+        results["vllm"], cpu["vllm"] = bench_server("vllm", command, config, args)
     if not args.skip_llmloop:
         base = [sys.executable, "-m", "llmloop.cli", "serve", "--model", str(model_dir)]
         variants = list(LLMLOOP_VARIANTS) if args.with_overheads else ["llmloop"]
-        runs = variants + variants[::-1] if args.abba else variants
+        runs = [n for r in range(args.rounds) for n in (variants if r % 2 == 0 else variants[::-1])]
         with tempfile.TemporaryDirectory(prefix="llmloop-bench-home-") as home:  # the log's db
             for name in runs:
-                column = f"{name} (2)" if name in results else name
+                count = sum(_run_of(column) == name for column in results)
+                column = f"{name} ({count + 1})" if count else name
                 command = [*base, *LLMLOOP_VARIANTS[name]]
-                results[column] = bench_server(
+                results[column], cpu[column] = bench_server(
                     column, command, config, args, {"LLMLOOP_HOME": home}
                 )
     transformers_tok_s = None
     if not args.skip_transformers:
         transformers_tok_s = bench_transformers(model_dir, config, args.transformers_dtype)
-    print(format_comparison(results, transformers_tok_s))
+    print(format_comparison(results, cpu, transformers_tok_s))
     if args.result_json:
-        summary = {name: r.to_dict() for name, r in results.items()}
+        summary = {
+            name: r.to_dict() | {"server_cpu_s": cpu[name][0], "engine_cpu_s": cpu[name][1]}
+            for name, r in results.items()
+        }
         summary["transformers_output_throughput"] = transformers_tok_s
         Path(args.result_json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
@@ -92,18 +99,22 @@ def main() -> int:
 
 def bench_server(
     name: str, command: list[str], config: dict, args: argparse.Namespace, env: dict | None = None
-) -> BenchResult:
-    """Start one server on a free port, benchmark it, stop it."""
+) -> tuple[BenchResult, tuple[float, float]]:
+    """Start one server on a free port, benchmark it, stop it: the result and the (server,
+    engine) CPU seconds the benchmark took."""
     port = free_port()
     # vLLM's CPU backend otherwise reserves 92% of RAM and refuses to start on a shared machine;
     # both servers get the same KV-cache budget.
     kv_cache_gib = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(args.kv_cache_gib))
     env = {"VLLM_CPU_KVCACHE_SPACE": kv_cache_gib} | (env or {})
     command = [*command, "--port", str(port)]
-    with running_server(name, command, port, args.startup_timeout, env) as base_url:
-        model = httpx.get(f"{base_url}/v1/models").json()["data"][0]["id"]
-        print(f"[{name}] benchmarking model {model!r} at {base_url}", flush=True)
-        return run_benchmark(BenchConfig(base_url, model, **config), show_progress=True)
+    with running_server(name, command, port, args.startup_timeout, env) as server:
+        model = httpx.get(f"{server.base_url}/v1/models").json()["data"][0]["id"]
+        print(f"[{name}] benchmarking model {model!r} at {server.base_url}", flush=True)
+        before = server.cpu_seconds()
+        result = run_benchmark(BenchConfig(server.base_url, model, **config), show_progress=True)
+        after = server.cpu_seconds()
+        return result, (after[0] - before[0], after[1] - before[1])
 
 
 def bench_transformers(model_dir: Path, config: dict, dtype: str) -> float:
@@ -141,7 +152,11 @@ def bench_transformers(model_dir: Path, config: dict, dtype: str) -> float:
     return num_generated / (time.perf_counter() - start)
 
 
-def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float | None) -> str:
+def format_comparison(
+    results: dict[str, BenchResult],
+    cpu: dict[str, tuple[float, float]],
+    transformers_tok_s: float | None,
+) -> str:
     names = list(results)
     rows = [
         ("requests completed", lambda r: f"{r.completed}/{r.completed + r.failed}"),
@@ -158,6 +173,8 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
         lines += [
             f"{label:<32}" + "".join(f"{get(results[n]):>17}" for n in names) for label, get in rows
         ]
+        for label, i in (("server process CPU (s)", 0), ("engine processes CPU (s)", 1)):
+            lines.append(f"{label:<32}" + "".join(f"{cpu[n][i]:>17.1f}" for n in names))
     if transformers_tok_s is not None:
         lines.append(f"{'transformers generate (tok/s)':<32}{transformers_tok_s:>14.1f}")
     lines.append("")
@@ -169,17 +186,19 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
         lines.append(
             _verdict("TTFT p50 ours - vLLM (ms)", delta, "<=", TARGETS["ttft_p50_delta_ms"])
         )
-    core, logged, guarded = (_e2e_p50(results, n) for n in ("llmloop", "+log", "+log+safety"))
-    if core and logged:
-        overhead = logged / core - 1
-        lines.append(
-            _verdict("E2E p50 overhead of logging", overhead, "<=", TARGETS["logging_overhead"])
-        )
-    if logged and guarded:
-        overhead = guarded / logged - 1
-        lines.append(
-            _verdict("E2E p50 overhead of safety", overhead, "<=", TARGETS["safety_overhead"])
-        )
+    layers = (("logging", "llmloop", "+log"), ("safety", "+log", "+log+safety"))
+    for layer, without, with_ in layers:
+        if (base := _mean(results, without, _e2e_p50)) and (
+            added := _mean(results, with_, _e2e_p50)
+        ):
+            target = TARGETS[f"{layer}_overhead"]
+            lines.append(_verdict(f"E2E p50 overhead of {layer}", added / base - 1, "<=", target))
+            server_cpu = _mean(cpu, with_, lambda c: c[0]) - _mean(cpu, without, lambda c: c[0])
+            total_cpu = _mean(cpu, with_, sum)
+            lines.append(
+                f"{'  its server CPU (s), share':<32}{server_cpu:>10.1f}   "
+                f"{server_cpu / total_cpu:.1%} of all the CPU the run took"
+            )
     if ours and transformers_tok_s:
         ratio = ours.output_throughput / transformers_tok_s
         target = TARGETS["throughput_vs_transformers"]
@@ -187,10 +206,19 @@ def format_comparison(results: dict[str, BenchResult], transformers_tok_s: float
     return "\n".join(lines)
 
 
-def _e2e_p50(results: dict[str, BenchResult], name: str) -> float | None:
-    """The mean E2E p50 (ms) over the runs of ``name`` (one, or two with ``--abba``)."""
-    runs = [r for column, r in results.items() if column in (name, f"{name} (2)")]
-    return sum(r.e2el.percentiles_ms["p50"] for r in runs) / len(runs) if runs else None
+def _run_of(column: str) -> str:
+    """The variant a column shows: "+log (2)" -> "+log"."""
+    return column.rsplit(" (", 1)[0] if column.endswith(")") else column
+
+
+def _mean(by_column: dict, name: str, value) -> float | None:
+    """The mean of ``value(x)`` over the runs of variant ``name`` (None when it did not run)."""
+    values = [value(x) for column, x in by_column.items() if _run_of(column) == name]
+    return sum(values) / len(values) if values else None
+
+
+def _e2e_p50(result: BenchResult) -> float:
+    return result.e2el.percentiles_ms["p50"]
 
 
 def _stat_getter(metric: str, stat: str):
@@ -234,10 +262,11 @@ def _parse_args() -> argparse.Namespace:
         help="also run llmloop with the request log, then with log + safety filter (their cost)",
     )
     parser.add_argument(
-        "--abba",
-        action="store_true",
-        help="run the llmloop variants forward, then backward, and compare the means "
-        "(cancels the drift of a shared machine)",
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the llmloop variants this many times, forward and backward in turn, and "
+        "compare the means (server starts vary by a few percent)",
     )
     parser.add_argument("--result-json", help="also write every figure to this JSON file")
     return parser.parse_args()

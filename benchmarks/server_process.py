@@ -8,16 +8,34 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    pid: int
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user + system CPU seconds of the server process, of its children: vLLM's engine)."""
+        import psutil
+
+        def used(process: psutil.Process) -> float:
+            times = process.cpu_times()
+            return times.user + times.system
+
+        server = psutil.Process(self.pid)
+        return used(server), sum(used(child) for child in server.children(recursive=True))
+
+
 @contextlib.contextmanager
 def running_server(
     name: str, command: list[str], port: int, startup_timeout: float, extra_env: dict[str, str]
-) -> Iterator[str]:
-    """Run a server process until the block ends; yields its base URL once /health is 200."""
+) -> Iterator[RunningServer]:
+    """Run a server process until the block ends; yields it once /health is 200."""
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.NamedTemporaryFile("w+", prefix=f"{name}-", suffix=".log", delete=False) as log:
         print(f"[{name}] starting: {' '.join(command)} (log: {log.name})", flush=True)
@@ -27,7 +45,7 @@ def running_server(
         )
         try:
             _wait_healthy(name, process, base_url, startup_timeout, Path(log.name))
-            yield base_url
+            yield RunningServer(base_url, process.pid)
         finally:
             _stop(process)
 
