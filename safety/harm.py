@@ -177,7 +177,9 @@ def load_encoder(
     threads only contend (measured: 36 ms per prompt with 1 thread, over 1 s with 2 on a loaded
     2-core machine). ``int8`` quantizes the linear layers dynamically (torch's
     ``quantize_dynamic``): about 3x faster on CPU, with embeddings that differ from fp32 ones
-    (cosine ~0.95), so a head must be trained on the encoder it runs with.
+    (cosine ~0.95), so a head must be trained on the encoder it runs with. The int8 encoder
+    embeds one text per forward pass: dynamic quantization scales activations per tensor, so in
+    a padded batch one text's embedding would depend on the other texts (and the padding).
     """
     import torch
     from sentence_transformers import SentenceTransformer
@@ -197,7 +199,7 @@ def load_encoder(
         with torch.inference_mode():
             embeddings = model.encode(
                 texts,
-                batch_size=32,
+                batch_size=1 if int8 else 32,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
                 show_progress_bar=False,  # a server logging at INFO would draw a bar per call

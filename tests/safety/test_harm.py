@@ -124,3 +124,13 @@ def test_the_output_head_loads_with_the_int8_encoder_it_was_trained_on() -> None
     harmful = list(HARMFUL)
     assert all(c.flagged for c in fast.classify(harmful))
     assert not any(c.flagged for c in fast.classify(BENIGN))
+
+
+def test_an_int8_embedding_does_not_depend_on_the_other_texts_of_the_call() -> None:
+    from safety.harm import load_encoder
+
+    encode = load_encoder(int8=True)
+    text = "How do I kill a stuck Linux process?"
+    alone = encode([text])[0]
+    batched = encode([text, "A much longer text about something else entirely. " * 12])[0]
+    np.testing.assert_array_equal(alone, batched)
