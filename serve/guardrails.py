@@ -9,6 +9,7 @@ the CPU.
 """
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -39,9 +40,14 @@ class Guardrails:
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmloop-safety")
         self.batchers: dict[str, MicroBatcher[str, Classification]] = {
-            direction: MicroBatcher(guard.classifier_for(direction).classify, self._executor)
+            direction: MicroBatcher(functools.partial(self._classify, direction), self._executor)
             for direction in ("input", "output")
         }
+
+    def _classify(self, direction: str, texts: list[str]) -> list["Classification"]:
+        """On the worker thread. The classifier loads on first use: a policy that allows every
+        category never loads it."""
+        return self.guard.classifier_for(direction).classify(texts)
 
     @classmethod
     def load(cls, policy_path: str | None, metrics: ServerMetrics) -> "Guardrails":
@@ -50,8 +56,9 @@ class Guardrails:
         from safety.policy import load_policy
 
         guard = Guard(load_policy(policy_path))
-        for direction in ("input", "output"):  # load both, and pay one-time costs now
-            guard.classifier_for(direction).classify(["warm-up"])
+        for direction in ("input", "output"):  # load the classifiers, pay one-time costs now
+            if guard.policy.direction(direction).needs_classifier:
+                guard.classifier_for(direction).classify(["warm-up"])
         return cls(guard, metrics)
 
     async def classify(self, texts: list[str]) -> list["Classification"]:
