@@ -209,7 +209,7 @@ class StreamGuard:
 
     def _classify_inline(self, window: str | None) -> None:
         if window is not None:
-            self.apply(self.guard.classifier_for(self.direction).classify([window])[0])
+            self.apply(self.guard.classify(window, self.direction))
 
     def _hold_start(self) -> int:
         """Where the suffix starts that could still become (part of) a PII span."""

@@ -176,7 +176,7 @@ def load_encoder(
     a guard encodes a few short texts at a time, and on CPU cores shared with the engine more
     threads only contend (measured: 36 ms per prompt with 1 thread, over 1 s with 2 on a loaded
     2-core machine). ``int8`` quantizes the linear layers dynamically (torch's
-    ``quantize_dynamic``): about 3x faster on CPU, with embeddings that differ from fp32 ones
+    ``quantize_dynamic``): about 2.5x cheaper on CPU, with embeddings that differ from fp32 ones
     (cosine ~0.95), so a head must be trained on the encoder it runs with. The int8 encoder
     embeds one text per forward pass: dynamic quantization scales activations per tensor, so in
     a padded batch one text's embedding would depend on the other texts (and the padding).
