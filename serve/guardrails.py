@@ -122,11 +122,10 @@ class Guardrails:
         from safety.guard import needs_classification
 
         rules = self.guard.policy.direction(direction)
-        to_classify = [text for text in texts if needs_classification(text, rules)]
+        needed = [needs_classification(text, rules) for text in texts]
+        to_classify = [text for text, need in zip(texts, needed, strict=True) if need]
         classified = iter(await self.batchers[direction].submit(to_classify))
-        classifications = [
-            next(classified) if needs_classification(text, rules) else None for text in texts
-        ]
+        classifications = [next(classified) if need else None for need in needed]
         verdicts = await asyncio.to_thread(  # PII detection: regexes over maybe long texts
             lambda: [
                 self.guard.judge(text, direction, redactor, classification)
