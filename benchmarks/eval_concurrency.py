@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 from server_process import free_port, running_server  # benchmarks/server_process.py
 
-from evals.runner import RunConfig, run_eval
-from evals.tasks import load_task, read_jsonl
+from llmloop.evals.runner import RunConfig, run_eval
+from llmloop.evals.tasks import load_task, read_jsonl
 from llmloop.models import resolve_model
 
 TARGET_SPEEDUP = 4.0

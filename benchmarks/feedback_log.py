@@ -24,9 +24,9 @@ from pathlib import Path
 
 import httpx
 
-from serve.feedback.log import RequestLog
-from serve.feedback.record import CompletionRecord
-from serve.feedback.store import ConversationFilter, Feedback
+from llmloop.feedback.log import RequestLog
+from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.store import ConversationFilter, Feedback
 
 WORDS = [
     "the",

@@ -52,8 +52,8 @@ def make_data(path: Path, num_rows: int, seed: int = 0) -> Path:
 
 
 def run_llmloop(data: Path, steps: int, batch_size: int, work: Path) -> dict:
-    from finetune.config import SFTConfig
-    from finetune.sft import sft
+    from llmloop.finetune.config import SFTConfig
+    from llmloop.finetune.sft import sft
 
     config = SFTConfig.from_flat(
         {
@@ -89,8 +89,8 @@ def run_baseline(data: Path, steps: int, batch_size: int, work: Path) -> dict:
         TrainingArguments,
     )
 
-    from finetune.config import DataConfig
-    from finetune.data import load_sft_data
+    from llmloop.finetune.config import DataConfig
+    from llmloop.finetune.data import load_sft_data
     from llmloop.models import resolve_model
 
     base = resolve_model()

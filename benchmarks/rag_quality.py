@@ -30,9 +30,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=50, help="chunks ranked per question")
     args = parser.parse_args()
 
-    from rag.embed import Embedder
-    from rag.indexer import index_paths
-    from rag.retrieve import Retriever
+    from llmloop.rag.embed import Embedder
+    from llmloop.rag.indexer import index_paths
+    from llmloop.rag.retrieve import Retriever
 
     embedder = Embedder()
     built = index_paths(INDEX_NAME, [CORPUS_DIR], embedder)

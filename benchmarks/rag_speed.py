@@ -39,7 +39,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="rag-speed-") as home:
         os.environ["LLMLOOP_HOME"] = home
-        from rag.embed import Embedder
+        from llmloop.rag.embed import Embedder
 
         embedder = Embedder()
         report = {"indexing": indexing(embedder, Path(home))}
@@ -56,7 +56,7 @@ def main() -> None:
 def indexing(embedder, home: Path) -> dict:
     import shutil
 
-    from rag.indexer import index_paths
+    from llmloop.rag.indexer import index_paths
 
     corpus = home / "corpus"
     shutil.copytree(CORPUS_DIR, corpus)
@@ -83,11 +83,11 @@ def indexing(embedder, home: Path) -> dict:
 
 
 def latency(embedder, index_type: str, num_chunks: int, repeats: int) -> dict:
-    from rag import index as files
-    from rag.bm25 import tokenize
-    from rag.index import IndexConfig
-    from rag.layout import live_version_dir, new_version_dir, publish
-    from rag.retrieve import Retriever
+    from llmloop.rag import index as files
+    from llmloop.rag.bm25 import tokenize
+    from llmloop.rag.index import IndexConfig
+    from llmloop.rag.layout import live_version_dir, new_version_dir, publish
+    from llmloop.rag.retrieve import Retriever
 
     source_dir = live_version_dir("speed")
     chunks = files.read_chunks(source_dir)
@@ -134,7 +134,7 @@ def latency(embedder, index_type: str, num_chunks: int, repeats: int) -> dict:
 
 def filler(chunks, embeddings: np.ndarray, count: int):
     """``count`` synthetic chunks: noisy copies of real vectors, text sampled from corpus words."""
-    from rag.chunking import Chunk
+    from llmloop.rag.chunking import Chunk
 
     rng = np.random.default_rng(0)
     words = " ".join(c.text for c in chunks).split()

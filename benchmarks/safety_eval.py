@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/safety_eval.py [--out results.json]
 
 PII (``benchmarks/data/safety/pii_eval.jsonl``): precision / recall / F1 per type and overall
-(micro), for ``safety.pii.detect`` and for Presidio's analyzer with its pattern recognizers only
+(micro), for ``llmloop.safety.pii.detect`` and for Presidio's analyzer with its pattern recognizers only
 (no spaCy NER model: nothing is downloaded), the phone recognizer given the same regions (US, KR)
 and the KR RRN recognizer added. A prediction counts when it overlaps a gold span of the same
 type; Presidio entities outside our types (DATE_TIME, URL, ...) are ignored, not counted wrong.
@@ -51,7 +51,7 @@ def main() -> None:
 
 
 def evaluate_pii() -> dict:
-    from safety.pii import PII_TYPES, detect
+    from llmloop.safety.pii import PII_TYPES, detect
 
     rows = [json.loads(line) for line in (DATA_DIR / "pii_eval.jsonl").open()]
     presidio = presidio_detector()
@@ -143,7 +143,7 @@ def print_pii_table(results: dict, num_texts: int) -> None:
 
 
 def evaluate_harm() -> dict:
-    from safety.harm import HEAD_PATH, INT8_HEAD_PATH
+    from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH
 
     rows = [json.loads(line) for line in (DATA_DIR / "harm_eval.jsonl").open()]
     heads = {"input (fp32)": HEAD_PATH, "output (int8)": INT8_HEAD_PATH}
@@ -151,7 +151,7 @@ def evaluate_harm() -> dict:
 
 
 def evaluate_head(name: str, head_path: Path, rows: list[dict]) -> dict:
-    from safety.harm import HarmClassifier
+    from llmloop.safety.harm import HarmClassifier
 
     classifier = HarmClassifier.load(head_path)
     texts = [r["text"] for r in rows]
@@ -215,9 +215,9 @@ ANSWER = (
 
 
 def measure_latency() -> dict:
-    from safety.guard import Guard
-    from safety.pii import detect
-    from safety.policy import load_policy, parse_policy
+    from llmloop.safety.guard import Guard
+    from llmloop.safety.pii import detect
+    from llmloop.safety.policy import load_policy, parse_policy
 
     guard = Guard(load_policy(None))  # the shipped heads: fp32 on input, int8 on output
     guard.check(PROMPT, "input")  # warm-up

@@ -31,8 +31,8 @@ from pathlib import Path
 import httpx
 from server_process import free_port, running_server  # benchmarks/server_process.py
 
-from evals.bench import BenchConfig, run_benchmark, synthetic_prompts
-from evals.bench_metrics import BenchResult
+from llmloop.evals.bench import BenchConfig, run_benchmark, synthetic_prompts
+from llmloop.evals.bench_metrics import BenchResult
 from llmloop.models import resolve_model
 
 TARGETS = {

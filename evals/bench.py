@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from evals.bench_metrics import LATENCY_METRICS, BenchResult, calculate_metrics
-from evals.bench_requests import RequestInput, RequestOutput, send_streaming_request
-from evals.errors import EvalError, ServerError, TaskConfigError
 from llmloop.config_docs import field_docs
+from llmloop.evals.bench_metrics import LATENCY_METRICS, BenchResult, calculate_metrics
+from llmloop.evals.bench_requests import RequestInput, RequestOutput, send_streaming_request
+from llmloop.evals.errors import EvalError, ServerError, TaskConfigError
 
 HTTP_TIMEOUT_S = 6 * 60 * 60  # vLLM's AIOHTTP_TIMEOUT: a long run must not time out mid-stream
 

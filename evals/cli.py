@@ -6,11 +6,11 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from evals.compare import Gate, check_release, compare_runs, format_table, load_run
-from evals.report import write_report
-from evals.runner import RunConfig, results_dict, run_eval
-from evals.tasks import builtin_task_names, load_task
 from llmloop.config_docs import field_docs
+from llmloop.evals.compare import Gate, check_release, compare_runs, format_table, load_run
+from llmloop.evals.report import write_report
+from llmloop.evals.runner import RunConfig, results_dict, run_eval
+from llmloop.evals.tasks import builtin_task_names, load_task
 from llmloop.paths import runs_dir
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import httpx
 import openai
 
-from evals.errors import ContentFilteredError, ServerError
+from llmloop.evals.errors import ContentFilteredError, ServerError
 
 
 @dataclass

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evals.errors import GateSpecError, TaskConfigError
-from evals.runner import RESULTS_FILE, load_records
-from evals.task_types import LOWER_IS_BETTER, aggregate
+from llmloop.evals.errors import GateSpecError, TaskConfigError
+from llmloop.evals.runner import RESULTS_FILE, load_records
+from llmloop.evals.task_types import LOWER_IS_BETTER, aggregate
 
 GATE_PATTERN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|==|>|<)\s*(-?[\d.]+(?:e-?\d+)?)\s*$")
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from evals.client import EvalClient
-from evals.errors import EvalError, TaskConfigError
-from evals.task_types import aggregate, score_sample
-from evals.tasks import TaskConfig, dataset_sha256, fewshot_pool, load_samples
+from llmloop.evals.client import EvalClient
+from llmloop.evals.errors import EvalError, TaskConfigError
+from llmloop.evals.task_types import aggregate, score_sample
+from llmloop.evals.tasks import TaskConfig, dataset_sha256, fewshot_pool, load_samples
 
 SAMPLES_FILE = "samples.jsonl"
 RUN_FILE = "run.json"

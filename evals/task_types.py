@@ -7,9 +7,9 @@ list of records into the run's metrics. ``aggregate`` is also what ``compare`` b
 import math
 import statistics
 
-from evals.client import EvalClient, Reply
-from evals.errors import ContentFilteredError
-from evals.metrics import (
+from llmloop.evals.client import EvalClient, Reply
+from llmloop.evals.errors import ContentFilteredError
+from llmloop.evals.metrics import (
     GENERATION_METRICS,
     best_over_references,
     contains,
@@ -19,7 +19,7 @@ from evals.metrics import (
     regex_match,
     token_f1,
 )
-from evals.tasks import (
+from llmloop.evals.tasks import (
     Sample,
     TaskConfig,
     example_answer,

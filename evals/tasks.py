@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from evals.errors import TaskConfigError
-from evals.metrics import GENERATION_METRICS
+from llmloop.evals.errors import TaskConfigError
+from llmloop.evals.metrics import GENERATION_METRICS
 
 BUILTIN_TASKS_DIR = Path(__file__).parent / "tasks"
 TASK_TYPES = ("generation", "multiple_choice", "perplexity", "safety", "rag")

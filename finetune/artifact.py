@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from finetune.errors import ArtifactError
 from llmloop import registry
+from llmloop.finetune.errors import ArtifactError
 from llmloop.models import model_hash
 
 ARTIFACT_FILES = (

@@ -5,8 +5,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from finetune.config import SECTIONS, load_recipe
 from llmloop.config_docs import field_docs
+from llmloop.finetune.config import SECTIONS, load_recipe
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 EPILOG = """examples:
@@ -107,13 +107,13 @@ def run_trainer(args: argparse.Namespace) -> int:
     recipe = values.pop("config", None)
     settings = {**(load_recipe(recipe) if recipe else {}), **values}
     if trainer == "sft":
-        from finetune.config import SFTConfig
-        from finetune.sft import sft
+        from llmloop.finetune.config import SFTConfig
+        from llmloop.finetune.sft import sft
 
         output_dir = sft(SFTConfig.from_flat(settings))
     else:
-        from finetune.config import PreferenceRunConfig
-        from finetune.preference import train_preference
+        from llmloop.finetune.config import PreferenceRunConfig
+        from llmloop.finetune.preference import train_preference
 
         output_dir = train_preference(trainer, PreferenceRunConfig.from_flat(settings))
     print(f"Wrote {output_dir}", file=sys.stderr)
@@ -121,8 +121,8 @@ def run_trainer(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from finetune.artifact import resolve_artifact
-    from finetune.merge import merge
+    from llmloop.finetune.artifact import resolve_artifact
+    from llmloop.finetune.merge import merge
 
     merged = merge(resolve_artifact(args.artifact), Path(args.output) if args.output else None)
     print(f"Wrote {merged}", file=sys.stderr)
@@ -132,8 +132,8 @@ def run_merge(args: argparse.Namespace) -> int:
 def run_quantize(args: argparse.Namespace) -> int:
     import json
 
-    from finetune.artifact import resolve_artifact
-    from finetune.quantize import quantize
+    from llmloop.finetune.artifact import resolve_artifact
+    from llmloop.finetune.quantize import quantize
 
     report = quantize(
         resolve_artifact(args.artifact), args.format or ["nf4", "int8"], args.eval_data

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from finetune.errors import ConfigError
+from llmloop.finetune.errors import ConfigError
 from llmloop.models import DEFAULT_MODEL
 
 METHODS = ("lora", "qlora")

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from finetune.config import DataConfig
-from finetune.errors import DataError
+from llmloop.finetune.config import DataConfig
+from llmloop.finetune.errors import DataError
 
 IGNORE_INDEX = -100
 """Label of a token that carries no loss (prompt, padding); PyTorch cross-entropy's ignore_index."""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from finetune.artifact import read_training_config
-from finetune.errors import ArtifactError
 from llmloop import registry
+from llmloop.finetune.artifact import read_training_config
+from llmloop.finetune.errors import ArtifactError
 from llmloop.models import resolve_model
 
 MERGED_DIR = "merged"

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 
-from finetune.config import LoraConfig, ModelConfig
-from finetune.errors import ConfigError
+from llmloop.finetune.config import LoraConfig, ModelConfig
+from llmloop.finetune.errors import ConfigError
 from llmloop.models import resolve_model
 
 

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from finetune.artifact import write_artifact
-from finetune.config import PreferenceRunConfig
-from finetune.data import data_manifest, read_jsonl, report_bad_rows
-from finetune.errors import ConfigError, DataError
-from finetune.modeling import load_base, resolve_mixed_precision
-from finetune.sft import check_data_file, check_output_dir
+from llmloop.finetune.artifact import write_artifact
+from llmloop.finetune.config import PreferenceRunConfig
+from llmloop.finetune.data import data_manifest, read_jsonl, report_bad_rows
+from llmloop.finetune.errors import ConfigError, DataError
+from llmloop.finetune.modeling import load_base, resolve_mixed_precision
+from llmloop.finetune.sft import check_data_file, check_output_dir
 
 REQUIRED_FIELDS = {
     "dpo": ("prompt", "chosen", "rejected"),

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from finetune.artifact import read_training_config
-from finetune.merge import artifact_name, ensure_merged
 from llmloop import registry
+from llmloop.finetune.artifact import read_training_config
+from llmloop.finetune.merge import artifact_name, ensure_merged
 
 QUANTIZED_DIR = "quantized"
 INT8_SKIP = ("lm_head",)
@@ -65,7 +65,7 @@ def write_nf4(merged: Path, target: Path):
     """Save a pre-quantized bitsandbytes nf4 checkpoint; return the loaded 4-bit model."""
     from transformers import AutoModelForCausalLM
 
-    from finetune.modeling import nf4_config
+    from llmloop.finetune.modeling import nf4_config
 
     model = AutoModelForCausalLM.from_pretrained(
         merged,
@@ -177,8 +177,8 @@ def perplexity(model, tokenizer, texts: list[str]) -> float:
 
 def heldout_texts(artifact_dir: Path, tokenizer, eval_data: str | None) -> list[str]:
     """Rendered conversations: ``--eval-data`` rows, else the run's held-out rows (else all)."""
-    from finetune.config import DataConfig
-    from finetune.data import load_sft_data
+    from llmloop.finetune.config import DataConfig
+    from llmloop.finetune.data import load_sft_data
 
     cfg = read_training_config(artifact_dir)
     data_cfg = DataConfig(**{**cfg["data"], "bad_rows": "skip"})

@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from finetune import checkpoint
-from finetune.artifact import write_artifact
-from finetune.config import SFTConfig
-from finetune.data import SFTData, collate, load_sft_data
-from finetune.errors import ConfigError, DataError, NaNLossError
-from finetune.modeling import add_lora, load_base, resolve_mixed_precision
+from llmloop.finetune import checkpoint
+from llmloop.finetune.artifact import write_artifact
+from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.data import SFTData, collate, load_sft_data
+from llmloop.finetune.errors import ConfigError, DataError, NaNLossError
+from llmloop.finetune.modeling import add_lora, load_base, resolve_mixed_precision
 
 
 @dataclass

@@ -12,18 +12,27 @@ from llmloop.errors import LLMLoopError
 
 # subcommand -> (module whose main(argv) -> int handles it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("serve.cli", "Serve a model and its adapters over the OpenAI API (vLLM engine)."),
-    "finetune": ("finetune.cli", "Fine-tune (sft|dpo|kto) with LoRA/QLoRA; merge or quantize."),
+    "serve": (
+        "llmloop.serve.cli",
+        "Serve a model and its adapters over the OpenAI API (vLLM engine).",
+    ),
+    "finetune": (
+        "llmloop.finetune.cli",
+        "Fine-tune (sft|dpo|kto) with LoRA/QLoRA; merge or quantize.",
+    ),
     "models": ("llmloop.models_cli", "List base models and adapters in the registry."),
-    "rag": ("rag.cli", "Index documents and query them (dense + BM25)."),
-    "safety": ("safety.cli", "Scan text for PII and classify harmful content."),
-    "feedback": ("serve.feedback.cli", "Export logged requests and feedback as SFT/DPO/KTO data."),
+    "rag": ("llmloop.rag.cli", "Index documents and query them (dense + BM25)."),
+    "safety": ("llmloop.safety.cli", "Scan text for PII and classify harmful content."),
+    "feedback": (
+        "llmloop.feedback.cli",
+        "Export logged requests and feedback as SFT/DPO/KTO data.",
+    ),
     "eval": (
-        "evals.cli",
+        "llmloop.evals.cli",
         "Run evaluation tasks against an OpenAI-compatible server; compare runs.",
     ),
     "bench": (
-        "evals.bench",
+        "llmloop.evals.bench",
         "Benchmark an OpenAI-compatible server (TTFT, TPOT, ITL, throughput).",
     ),
 }

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rag.errors import IndexConfigError
-from rag.loaders import Document
+from llmloop.rag.errors import IndexConfigError
+from llmloop.rag.loaders import Document
 
 CHUNKER_VERSION = 1
 """Bumped whenever chunking changes its output: indexes built before are re-chunked in full."""

@@ -7,10 +7,10 @@ import sys
 import textwrap
 from dataclasses import fields
 
-from rag.chunking import ChunkingConfig
-from rag.errors import IndexConfigError, NothingToIndexError
-from rag.index import IndexConfig
-from rag.retrieve import MODES, FusionConfig
+from llmloop.rag.chunking import ChunkingConfig
+from llmloop.rag.errors import IndexConfigError, NothingToIndexError
+from llmloop.rag.index import IndexConfig
+from llmloop.rag.retrieve import MODES, FusionConfig
 
 
 def main(argv: list[str]) -> int:
@@ -77,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from rag.embed import Embedder
-    from rag.indexer import index_paths
-    from rag.layout import find_live_version_dir
+    from llmloop.rag.embed import Embedder
+    from llmloop.rag.indexer import index_paths
+    from llmloop.rag.layout import find_live_version_dir
 
     paths = args.paths
     if not paths:
@@ -89,7 +89,7 @@ def run_index(args: argparse.Namespace) -> int:
                 f"index {args.name!r} does not exist yet: give the files or directories to index, "
                 f"`llmloop rag index PATH... --name {args.name}`"
             )
-        from rag.index import read_manifest
+        from llmloop.rag.index import read_manifest
 
         paths = read_manifest(live)["paths"]
     chunking = ChunkingConfig(args.chunk_tokens, args.overlap_tokens)
@@ -110,7 +110,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_query(args: argparse.Namespace) -> int:
-    from rag.retrieve import Retriever
+    from llmloop.rag.retrieve import Retriever
 
     fusion = FusionConfig(args.dense_weight, args.bm25_weight, args.rrf_k)
     retriever = Retriever.open(args.name, fusion=fusion)
@@ -128,8 +128,8 @@ def run_query(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from rag.index import read_manifest
-    from rag.layout import list_indexes, live_version_dir
+    from llmloop.rag.index import read_manifest
+    from llmloop.rag.layout import list_indexes, live_version_dir
 
     names = list_indexes()
     if not names:

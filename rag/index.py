@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rag.chunking import Chunk
-from rag.errors import IndexConfigError
+from llmloop.rag.chunking import Chunk
+from llmloop.rag.errors import IndexConfigError
 
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -92,7 +92,7 @@ def write_version(
     """Write every file of a version; the manifest goes last, so its presence marks completeness."""
     import faiss
 
-    from rag.bm25 import build_bm25
+    from llmloop.rag.bm25 import build_bm25
 
     with open(version_dir / CHUNKS_FILE, "w", encoding="utf-8") as f:
         for chunk in chunks:

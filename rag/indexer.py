@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rag import index as files
-from rag.bm25 import tokenize
-from rag.chunking import CHUNKER_VERSION, Chunk, ChunkingConfig, chunk_document
-from rag.embed import Embedder
-from rag.errors import NothingToIndexError, UnreadableFileError
-from rag.index import IndexConfig
-from rag.layout import discard, find_live_version_dir, new_version_dir, publish
-from rag.loaders import file_hash, find_files, load
+from llmloop.rag import index as files
+from llmloop.rag.bm25 import tokenize
+from llmloop.rag.chunking import CHUNKER_VERSION, Chunk, ChunkingConfig, chunk_document
+from llmloop.rag.embed import Embedder
+from llmloop.rag.errors import NothingToIndexError, UnreadableFileError
+from llmloop.rag.index import IndexConfig
+from llmloop.rag.layout import discard, find_live_version_dir, new_version_dir, publish
+from llmloop.rag.loaders import file_hash, find_files, load
 
 
 @dataclass

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 from llmloop.paths import indexes_dir
-from rag.errors import IndexConfigError, IndexNotFoundError
+from llmloop.rag.errors import IndexConfigError, IndexNotFoundError
 
 CURRENT_FILE = "CURRENT"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

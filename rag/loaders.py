@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.errors import UnreadableFileError
+from llmloop.rag.errors import UnreadableFileError
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 """File name endings the loaders read; other files in a directory are ignored."""

@@ -2,8 +2,8 @@
 
 from collections.abc import Callable
 
-from rag.layout import list_indexes
-from rag.retrieve import Hit
+from llmloop.rag.layout import list_indexes
+from llmloop.rag.retrieve import Hit
 
 __all__ = ["augment_messages", "format_source", "list_indexes"]
 

@@ -11,13 +11,13 @@ from typing import Literal
 
 import numpy as np
 
-from rag import index as files
-from rag.bm25 import load_bm25, search_bm25
-from rag.chunking import Chunk
-from rag.embed import Embedder
-from rag.errors import IndexConfigError
-from rag.index import IndexConfig
-from rag.layout import CURRENT_FILE, list_indexes, live_version_dir
+from llmloop.rag import index as files
+from llmloop.rag.bm25 import load_bm25, search_bm25
+from llmloop.rag.chunking import Chunk
+from llmloop.rag.embed import Embedder
+from llmloop.rag.errors import IndexConfigError
+from llmloop.rag.index import IndexConfig
+from llmloop.rag.layout import CURRENT_FILE, list_indexes, live_version_dir
 
 __all__ = ["FusionConfig", "Hit", "Retriever", "list_indexes", "reciprocal_rank_fusion"]
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from safety.errors import InputLineError
+from llmloop.safety.errors import InputLineError
 
 BATCH_SIZE = 64  # texts classified per MiniLM forward pass
 
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_scan(args: argparse.Namespace) -> int:
-    from safety.pii import detect
-    from safety.redact import Redactor
+    from llmloop.safety.pii import detect
+    from llmloop.safety.redact import Redactor
 
     for text in _progress(read_texts(args.file), args.file):
         findings = detect(text)
@@ -79,7 +79,7 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from safety.harm import HarmClassifier
+    from llmloop.safety.harm import HarmClassifier
 
     texts = list(read_texts(args.file))  # read (and validate) everything before loading MiniLM
     classifier = HarmClassifier.load()

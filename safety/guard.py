@@ -10,10 +10,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-from safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
-from safety.pii import Finding, detect
-from safety.policy import Direction, DirectionPolicy, SafetyPolicy
-from safety.redact import Redactor
+from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
+from llmloop.safety.pii import Finding, detect
+from llmloop.safety.policy import Direction, DirectionPolicy, SafetyPolicy
+from llmloop.safety.redact import Redactor
 
 
 @dataclass(frozen=True)

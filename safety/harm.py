@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safety.errors import ClassifierNotFoundError
+from llmloop.safety.errors import ClassifierNotFoundError
 
 CATEGORIES: tuple[str, ...] = (
     "violent_crimes",  # Llama Guard S1: murder, assault, kidnapping, torture, threats

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-from safety import validators
-from safety.normalize import normalize
+from llmloop.safety import validators
+from llmloop.safety.normalize import normalize
 
 PII_TYPES: tuple[str, ...] = (
     "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "KR_RRN", "IP_ADDRESS", "SECRET",

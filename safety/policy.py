@@ -10,10 +10,10 @@ from typing import Literal, get_args
 
 import yaml
 
-from safety.errors import PolicyError
-from safety.harm import CATEGORIES
-from safety.pii import PII_TYPES
-from safety.redact import OPERATORS, Operator
+from llmloop.safety.errors import PolicyError
+from llmloop.safety.harm import CATEGORIES
+from llmloop.safety.pii import PII_TYPES
+from llmloop.safety.redact import OPERATORS, Operator
 
 Action = Literal["allow", "redact", "block"]
 Direction = Literal["input", "output"]
@@ -26,9 +26,9 @@ DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.yaml")
 @dataclass(frozen=True)
 class DirectionPolicy:
     pii: dict[str, Action]
-    """Action per PII type (every name in ``safety.pii.PII_TYPES``)."""
+    """Action per PII type (every name in ``llmloop.safety.pii.PII_TYPES``)."""
     harm: dict[str, Action]
-    """Action per harm category (every name in ``safety.harm.CATEGORIES``): allow or block."""
+    """Action per harm category (every name in ``llmloop.safety.harm.CATEGORIES``): allow or block."""
 
     @property
     def needs_classifier(self) -> bool:

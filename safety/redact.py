@@ -7,8 +7,8 @@ appears (``<EMAIL_1>`` in the prompt and in the answer), so a model can still re
 import hashlib
 from typing import Literal
 
-from safety.normalize import normalize
-from safety.pii import Finding
+from llmloop.safety.normalize import normalize
+from llmloop.safety.pii import Finding
 
 Operator = Literal["mask", "placeholder", "hash"]
 OPERATORS: tuple[str, ...] = ("mask", "placeholder", "hash")

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from safety.errors import SafetyError
-from safety.harm import BENIGN, CATEGORIES, HEAD_PATH, INT8_HEAD_PATH, HarmHead, load_encoder
+from llmloop.safety.errors import SafetyError
+from llmloop.safety.harm import (
+    BENIGN,
+    CATEGORIES,
+    HEAD_PATH,
+    INT8_HEAD_PATH,
+    HarmHead,
+    load_encoder,
+)
 
 TRAIN_PATH = Path(__file__).parent / "data" / "harm_train.jsonl"
 SEED = 0

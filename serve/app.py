@@ -17,23 +17,31 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmloop.feedback.log import RequestLog
 from llmloop.paths import default_db_url
-from serve.config import ServerConfig
-from serve.deps import require_api_key
-from serve.engine_api import Engine
-from serve.errors import (
+from llmloop.serve.config import ServerConfig
+from llmloop.serve.deps import require_api_key
+from llmloop.serve.engine_api import Engine
+from llmloop.serve.errors import (
     APIError,
     BadRequestError,
     InternalServerError,
     NotFoundError,
     RequestTooLargeError,
 )
-from serve.feedback.log import RequestLog
-from serve.feedback.router import router as feedback_router
-from serve.guardrails import Guardrails
-from serve.metrics import ServerMetrics
-from serve.retrieval import Retrieval
-from serve.routes import adapters, chat, completions, embeddings, health, models, moderations
+from llmloop.serve.guardrails import Guardrails
+from llmloop.serve.metrics import ServerMetrics
+from llmloop.serve.retrieval import Retrieval
+from llmloop.serve.routes import (
+    adapters,
+    chat,
+    completions,
+    embeddings,
+    health,
+    models,
+    moderations,
+)
+from llmloop.serve.routes.feedback import router as feedback_router
 
 logger = logging.getLogger("llmloop.serve")
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from llmloop import registry
 from llmloop.config_docs import field_docs
 from llmloop.models import DEFAULT_MODEL, resolve_model
-from serve.config import ConfigError, EngineConfig, ServerConfig
-from serve.protocol import DEFAULTABLE_FIELDS
+from llmloop.serve.config import ConfigError, EngineConfig, ServerConfig
+from llmloop.serve.protocol import DEFAULTABLE_FIELDS
 
 EPILOG = """\
 examples:
@@ -207,8 +207,8 @@ def run_server(
     import torch
     import uvicorn
 
-    from serve.app import create_app
-    from serve.engine import start_engine
+    from llmloop.serve.app import create_app
+    from llmloop.serve.engine import start_engine
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

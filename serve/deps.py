@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from serve.engine_api import Engine
-from serve.errors import AuthenticationError, EngineNotReadyError, NotFoundError
+from llmloop.serve.engine_api import Engine
+from llmloop.serve.errors import AuthenticationError, EngineNotReadyError, NotFoundError
 
 API_KEY_COOKIE = "llmloop_api_key"
 

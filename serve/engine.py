@@ -23,8 +23,8 @@ from vllm.sampling_params import BeamSearchParams, RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineGenerateError
 
-from serve.config import EngineConfig
-from serve.engine_api import (
+from llmloop.serve.config import EngineConfig
+from llmloop.serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
     EngineRequestError,
@@ -33,7 +33,7 @@ from serve.engine_api import (
     SequenceOutput,
     TokenLogprob,
 )
-from serve.engine_gate import EngineGate
+from llmloop.serve.engine_gate import EngineGate
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def build_engine_args(config: EngineConfig) -> AsyncEngineArgs:
 
 
 class VllmEngine:
-    """``serve.engine_api.Engine`` over vLLM's in-process ``AsyncLLM``."""
+    """``llmloop.serve.engine_api.Engine`` over vLLM's in-process ``AsyncLLM``."""
 
     def __init__(self, llm: AsyncLLM, config: EngineConfig):
         self._llm = llm

@@ -4,14 +4,14 @@ or more prompts, either to the end or as a merged stream."""
 import asyncio
 from collections.abc import AsyncIterator
 
-from serve.engine_api import (
+from llmloop.serve.engine_api import (
     Engine,
     EngineOutput,
     EngineOverloadedError,
     EngineRequestError,
     SamplingOptions,
 )
-from serve.errors import BadRequestError, OverloadedError
+from llmloop.serve.errors import BadRequestError, OverloadedError
 
 
 def resolve_max_tokens(

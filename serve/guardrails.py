@@ -14,13 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from serve.batcher import MicroBatcher
-from serve.metrics import ServerMetrics
+from llmloop.serve.batcher import MicroBatcher
+from llmloop.serve.metrics import ServerMetrics
 
 if TYPE_CHECKING:  # the safety package (and torch) load with the guardrails, not on import
-    from safety.guard import Guard, StreamGuard, Verdict
-    from safety.harm import Classification
-    from safety.redact import Redactor
+    from llmloop.safety.guard import Guard, StreamGuard, Verdict
+    from llmloop.safety.harm import Classification
+    from llmloop.safety.redact import Redactor
 
 REFUSAL = "I can't help with that request."
 CONTENT_FILTER = "content_filter"
@@ -52,8 +52,8 @@ class Guardrails:
     @classmethod
     def load(cls, policy_path: str | None, metrics: ServerMetrics) -> "Guardrails":
         """Blocking (loads the classifier): call it from a worker thread at start-up."""
-        from safety.guard import Guard
-        from safety.policy import load_policy
+        from llmloop.safety.guard import Guard
+        from llmloop.safety.policy import load_policy
 
         guard = Guard(load_policy(policy_path))
         for direction in ("input", "output"):  # load the classifiers, pay one-time costs now
@@ -70,7 +70,7 @@ class Guardrails:
 
     def redactor(self) -> "Redactor":
         """One per request, so placeholders (<EMAIL_1>) stay stable across its messages."""
-        from safety.redact import Redactor
+        from llmloop.safety.redact import Redactor
 
         return Redactor(self.guard.policy.operator)
 
@@ -119,7 +119,7 @@ class Guardrails:
     async def _check_all(
         self, texts: list[str], direction: str, redactor: "Redactor"
     ) -> list["Verdict"]:
-        from safety.guard import needs_classification
+        from llmloop.safety.guard import needs_classification
 
         rules = self.guard.policy.direction(direction)
         needed = [needs_classification(text, rules) for text in texts]

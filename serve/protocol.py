@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.engine_api import SamplingOptions
+from llmloop.serve.engine_api import SamplingOptions
 
 _INT64 = 2**63
 

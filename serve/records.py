@@ -1,4 +1,4 @@
-"""Hand every completion the server returns to the request log (``serve.feedback``).
+"""Hand every completion the server returns to the request log (``llmloop.feedback``).
 
 Texts arrive here already redacted by the safety layer; ``submit`` never blocks or raises."""
 
@@ -6,8 +6,8 @@ import time
 
 from fastapi import Request
 
-from serve.feedback.record import CompletionRecord
-from serve.protocol import SamplingRequest
+from llmloop.feedback.record import CompletionRecord
+from llmloop.serve.protocol import SamplingRequest
 
 
 def log_completion(

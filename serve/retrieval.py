@@ -6,11 +6,11 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from rag.embed import Embedder
-from rag.errors import IndexNotFoundError, RagError
-from rag.prompt import augment_messages
-from rag.retrieve import Hit, Retriever
-from serve.errors import BadRequestError, NotFoundError
+from llmloop.rag.embed import Embedder
+from llmloop.rag.errors import IndexNotFoundError, RagError
+from llmloop.rag.prompt import augment_messages
+from llmloop.rag.retrieve import Hit, Retriever
+from llmloop.serve.errors import BadRequestError, NotFoundError
 
 
 class Retrieval:

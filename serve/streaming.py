@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from serve.errors import APIError, InternalServerError
+from llmloop.serve.errors import APIError, InternalServerError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -7,10 +7,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from llmloop import registry
-from serve.deps import EngineDep
-from serve.engine_api import Engine, EngineRequestError
-from serve.errors import BadRequestError, NotFoundError
-from serve.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
+from llmloop.serve.deps import EngineDep
+from llmloop.serve.engine_api import Engine, EngineRequestError
+from llmloop.serve.errors import BadRequestError, NotFoundError
+from llmloop.serve.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
 logger = logging.getLogger(__name__)
 router = APIRouter()

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
 
-from serve.deps import EngineDep, resolve_lora
-from serve.engine_api import Engine, EngineOutput, Tokenizer, TokenLogprob
-from serve.errors import BadRequestError
-from serve.generation import generate_all, generate_stream, resolve_max_tokens
-from serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
-from serve.protocol import (
+from llmloop.serve.deps import EngineDep, resolve_lora
+from llmloop.serve.engine_api import Engine, EngineOutput, Tokenizer, TokenLogprob
+from llmloop.serve.errors import BadRequestError
+from llmloop.serve.generation import generate_all, generate_stream, resolve_max_tokens
+from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
+from llmloop.serve.protocol import (
     ChatChunkChoice,
     ChatCompletionChoice,
     ChatCompletionChunk,
@@ -31,9 +31,9 @@ from serve.protocol import (
     TopLogprob,
     UsageInfo,
 )
-from serve.records import log_completion, logged_choice
-from serve.retrieval import last_user_text, with_sources
-from serve.streaming import DONE, sse, sse_response, until_disconnected
+from llmloop.serve.records import log_completion, logged_choice
+from llmloop.serve.retrieval import last_user_text, with_sources
+from llmloop.serve.streaming import DONE, sse, sse_response, until_disconnected
 
 router = APIRouter()
 _DEFAULT_OUTPUT_RESERVE = 512

@@ -12,20 +12,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from serve.deps import EngineDep, resolve_lora
-from serve.engine_api import Engine, EngineOutput, SequenceOutput, TokenLogprob
-from serve.errors import BadRequestError
-from serve.generation import generate_all, generate_stream, resolve_max_tokens
-from serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
-from serve.protocol import (
+from llmloop.serve.deps import EngineDep, resolve_lora
+from llmloop.serve.engine_api import Engine, EngineOutput, SequenceOutput, TokenLogprob
+from llmloop.serve.errors import BadRequestError
+from llmloop.serve.generation import generate_all, generate_stream, resolve_max_tokens
+from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
+from llmloop.serve.protocol import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
     UsageInfo,
 )
-from serve.records import log_completion, logged_choice
-from serve.streaming import DONE, sse, sse_response, until_disconnected
+from llmloop.serve.records import log_completion, logged_choice
+from llmloop.serve.streaming import DONE, sse, sse_response, until_disconnected
 
 router = APIRouter()
 

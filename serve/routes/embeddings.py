@@ -6,8 +6,8 @@ import base64
 from fastapi import APIRouter, Request
 
 from llmloop.models import DEFAULT_EMBEDDER
-from serve.errors import BadRequestError, NotFoundError
-from serve.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, UsageInfo
+from llmloop.serve.errors import BadRequestError, NotFoundError
+from llmloop.serve.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, UsageInfo
 
 router = APIRouter()
 

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from llmloop import __version__
-from serve.deps import get_engine
-from serve.errors import EngineNotReadyError, OverloadedError
+from llmloop.serve.deps import get_engine
+from llmloop.serve.errors import EngineNotReadyError, OverloadedError
 
 router = APIRouter()
 

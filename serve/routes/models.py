@@ -4,8 +4,8 @@ import time
 
 from fastapi import APIRouter
 
-from serve.deps import EngineDep
-from serve.protocol import ModelCard, ModelList
+from llmloop.serve.deps import EngineDep
+from llmloop.serve.protocol import ModelCard, ModelList
 
 router = APIRouter()
 _STARTED = int(time.time())

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, FastAPI, Request
 
-from serve.protocol import ModerationRequest, ModerationResponse, ModerationResult
+from llmloop.serve.protocol import ModerationRequest, ModerationResponse, ModerationResult
 
 router = APIRouter()
 MODERATION_MODEL = "llmloop-harm-minilm"
@@ -35,7 +35,7 @@ def _classify_unguarded(app: FastAPI, texts: list[str]):
     """With the safety layer off, the classifier is loaded here on first use."""
     with app.state.lazy_load_lock:
         if app.state.harm_classifier is None:
-            from safety.harm import HarmClassifier
+            from llmloop.safety.harm import HarmClassifier
 
             app.state.harm_classifier = HarmClassifier.load()
     return app.state.harm_classifier.classify(texts)

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from evals.bench import BenchConfig, format_table, main, run_benchmark, synthetic_prompts
-from evals.bench_metrics import BenchResult, calculate_metrics
-from evals.bench_requests import RequestOutput
-from evals.errors import EvalError
+from llmloop.evals.bench import BenchConfig, format_table, main, run_benchmark, synthetic_prompts
+from llmloop.evals.bench_metrics import BenchResult, calculate_metrics
+from llmloop.evals.bench_requests import RequestOutput
+from llmloop.evals.errors import EvalError
 
 
 def _output(ttft, itl, output_tokens, prompt_tokens=10):

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from evals.cli import main
-from evals.compare import Gate, bootstrap_delta, load_run
-from evals.errors import GateSpecError, TaskConfigError
+from llmloop.evals.cli import main
+from llmloop.evals.compare import Gate, bootstrap_delta, load_run
+from llmloop.evals.errors import GateSpecError, TaskConfigError
 from tests.evals.test_eval_runner import answer_capital, capitals_task
 
 

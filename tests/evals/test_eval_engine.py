@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.runner import RunConfig, run_eval
-from evals.tasks import BUILTIN_TASKS_DIR, load_task
+from llmloop.evals.runner import RunConfig, run_eval
+from llmloop.evals.tasks import BUILTIN_TASKS_DIR, load_task
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

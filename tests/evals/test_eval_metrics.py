@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from evals.metrics import (
+from llmloop.evals.metrics import (
     bleu,
     bootstrap_ci,
     chrf,

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evals.errors import ServerError, TaskConfigError
-from evals.runner import RunConfig, run_eval
-from evals.tasks import load_task
+from llmloop.evals.errors import ServerError, TaskConfigError
+from llmloop.evals.runner import RunConfig, run_eval
+from llmloop.evals.tasks import load_task
 
 
 def make_task(tmp_path: Path, rows: list[dict], **config) -> Path:

@@ -3,9 +3,9 @@ import json
 import pytest
 import yaml
 
-from evals.cli import main
-from evals.errors import TaskConfigError
-from evals.tasks import TASK_TYPES, builtin_task_names, load_samples, load_task
+from llmloop.evals.cli import main
+from llmloop.evals.errors import TaskConfigError
+from llmloop.evals.tasks import TASK_TYPES, builtin_task_names, load_samples, load_task
 
 
 def test_every_builtin_task_loads_with_provenance_and_data():

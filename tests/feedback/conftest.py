@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.feedback.record import CompletionRecord
+from llmloop.feedback.record import CompletionRecord
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -142,10 +142,10 @@ def build_record(
 def make_app(tmp_path: Path):
     """``make_app(db_url, api_keys=())`` -> the server's real app (fake engine) with the feedback
     router and a RequestLog on ``db_url``; its store is on ``app.state.request_log.store``."""
-    from serve.app import create_app
-    from serve.config import ServerConfig
-    from serve.feedback.log import RequestLog
-    from serve.feedback.router import router
+    from llmloop.feedback.log import RequestLog
+    from llmloop.serve.app import create_app
+    from llmloop.serve.config import ServerConfig
+    from llmloop.serve.routes.feedback import router
     from tests.serve.fakes import FakeEngine
 
     async def engine_factory():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmloop.cli import main as llmloop
-from serve.feedback.store import FeedbackStore
+from llmloop.feedback.store import FeedbackStore
 
 MODEL = "smollm2-135m-instruct"
 EMAIL, PHONE = "jane.doe@example.com", "+1 415 555 0199"

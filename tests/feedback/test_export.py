@@ -6,9 +6,9 @@ import json
 import pytest
 
 from llmloop.cli import main as llmloop
-from serve.feedback.errors import EmptyExportError
-from serve.feedback.export import export, manifest_path
-from serve.feedback.store import ConversationFilter, Feedback, FeedbackStore
+from llmloop.feedback.errors import EmptyExportError
+from llmloop.feedback.export import export, manifest_path
+from llmloop.feedback.store import ConversationFilter, Feedback, FeedbackStore
 
 EMAIL = "jane.doe@example.com"
 SENT = f"Sent to {EMAIL}."
@@ -16,8 +16,8 @@ SENT = f"Sent to {EMAIL}."
 
 def redacted(text: str) -> str:
     """What safety's redactor makes of ``text``: the export must match it, whatever its style."""
-    from safety.pii import detect
-    from safety.redact import Redactor
+    from llmloop.safety.pii import detect
+    from llmloop.safety.redact import Redactor
 
     return Redactor("placeholder").redact(text, detect(text))
 

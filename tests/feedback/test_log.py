@@ -5,8 +5,8 @@ import sqlite3
 
 import pytest
 
-from serve.feedback.log import RequestLog
-from serve.feedback.store import ConversationFilter
+from llmloop.feedback.log import RequestLog
+from llmloop.feedback.store import ConversationFilter
 
 FAST_RETRY = {"retry_interval_s": 0.02, "max_retry_interval_s": 0.2}
 

@@ -3,7 +3,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from serve.feedback.store import FeedbackStore
+from llmloop.feedback.store import FeedbackStore
 
 KEY = "sk-test-feedback"
 AUTH = {"Authorization": f"Bearer {KEY}"}

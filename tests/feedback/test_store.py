@@ -2,8 +2,8 @@
 
 import pytest
 
-from serve.feedback.errors import InvalidFeedbackError, UnknownCompletionError
-from serve.feedback.store import ConversationFilter, Feedback, FeedbackStore
+from llmloop.feedback.errors import InvalidFeedbackError, UnknownCompletionError
+from llmloop.feedback.store import ConversationFilter, Feedback, FeedbackStore
 
 
 @pytest.fixture

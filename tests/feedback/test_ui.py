@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from serve.feedback.export import export
-from serve.feedback.store import ConversationFilter, FeedbackStore
+from llmloop.feedback.export import export
+from llmloop.feedback.store import ConversationFilter, FeedbackStore
 
 pytestmark = pytest.mark.slow
 

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from finetune.config import SECTIONS, SFTConfig, load_recipe
-from finetune.errors import ConfigError
 from llmloop.config_docs import field_docs
+from llmloop.finetune.config import SECTIONS, SFTConfig, load_recipe
+from llmloop.finetune.errors import ConfigError
 
 RECIPES = sorted((Path(__file__).parents[2] / "finetune" / "recipes").glob("*.yaml"))
 

@@ -1,8 +1,8 @@
 import pytest
 
-from finetune.config import DataConfig
-from finetune.data import IGNORE_INDEX, collate, load_sft_data, to_messages, tokenize_chat
-from finetune.errors import DataError
+from llmloop.finetune.config import DataConfig
+from llmloop.finetune.data import IGNORE_INDEX, collate, load_sft_data, to_messages, tokenize_chat
+from llmloop.finetune.errors import DataError
 from tests.finetune.conftest import chat, write_jsonl
 
 

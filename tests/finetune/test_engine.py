@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from finetune.config import SFTConfig
-from finetune.sft import sft
+from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.sft import sft
 from tests.finetune.facts import heldout_questions, write_training_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]

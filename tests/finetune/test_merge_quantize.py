@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from finetune.config import SFTConfig
-from finetune.merge import merge
-from finetune.quantize import quantize
-from finetune.sft import sft
 from llmloop import registry
+from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.merge import merge
+from llmloop.finetune.quantize import quantize
+from llmloop.finetune.sft import sft
 from tests.finetune.conftest import chat, write_jsonl
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from finetune.artifact import ARTIFACT_FILES
-from finetune.config import PreferenceRunConfig
-from finetune.preference import train_preference
+from llmloop.finetune.artifact import ARTIFACT_FILES
+from llmloop.finetune.config import PreferenceRunConfig
+from llmloop.finetune.preference import train_preference
 from tests.finetune.conftest import write_jsonl
 
 pytestmark = pytest.mark.slow

@@ -11,14 +11,14 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from finetune import checkpoint
-from finetune.artifact import ARTIFACT_FILES
-from finetune.config import SFTConfig
-from finetune.data import load_sft_data
-from finetune.errors import ConfigError, NaNLossError
-from finetune.modeling import add_lora, load_base
-from finetune.sft import sft, train
 from llmloop import registry
+from llmloop.finetune import checkpoint
+from llmloop.finetune.artifact import ARTIFACT_FILES
+from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.data import load_sft_data
+from llmloop.finetune.errors import ConfigError, NaNLossError
+from llmloop.finetune.modeling import add_lora, load_base
+from llmloop.finetune.sft import sft, train
 from tests.finetune.conftest import chat, write_jsonl
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,6 @@ def test_output_dir_with_a_run_needs_resume(run_dir, data_file):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     train_home, data_file, tmp_path, monkeypatch
 ):
-    import finetune.sft
 
     def add_lora_that_diverges_at_step_3(model, config, seed):
         model = add_lora(model, config, seed)
@@ -129,7 +128,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         model.register_forward_hook(poison)
         return model
 
-    monkeypatch.setattr(finetune.sft, "add_lora", add_lora_that_diverges_at_step_3)
+    import llmloop.finetune.sft
+
+    monkeypatch.setattr(llmloop.finetune.sft, "add_lora", add_lora_that_diverges_at_step_3)
     output = tmp_path / "nan"
     with pytest.raises(NaNLossError, match=r"at step 3.*last good checkpoint"):
         sft(SFTConfig.from_flat(settings(data_file, output, batch_size=2, save_steps=1)))

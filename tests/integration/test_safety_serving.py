@@ -12,8 +12,8 @@ PII_PROMPT = f"Repeat exactly what I say: my email is {EMAIL} and my card is {CA
 
 
 def logged_row(server, completion_id: str) -> dict:
+    from llmloop.feedback.store import FeedbackStore
     from llmloop.paths import default_db_url
-    from serve.feedback.store import FeedbackStore
 
     store = FeedbackStore(default_db_url())
     try:

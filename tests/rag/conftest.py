@@ -41,7 +41,7 @@ def fake_embedder() -> FakeEmbedder:
 @pytest.fixture(scope="session")
 def real_embedder():
     """The shipped all-MiniLM-L6-v2, loaded once for the session."""
-    from rag.embed import Embedder
+    from llmloop.rag.embed import Embedder
 
     return Embedder()
 

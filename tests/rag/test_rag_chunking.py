@@ -2,9 +2,9 @@ import itertools
 
 import pytest
 
-from rag.chunking import ChunkingConfig, chunk_document, parse_sections
-from rag.errors import IndexConfigError
-from rag.loaders import Document
+from llmloop.rag.chunking import ChunkingConfig, chunk_document, parse_sections
+from llmloop.rag.errors import IndexConfigError
+from llmloop.rag.loaders import Document
 
 
 def words(texts: list[str]) -> list[int]:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from rag.errors import IndexConfigError
-from rag.retrieve import FusionConfig, reciprocal_rank_fusion
+from llmloop.rag.errors import IndexConfigError
+from llmloop.rag.retrieve import FusionConfig, reciprocal_rank_fusion
 
 
 def test_items_ranked_well_by_both_lists_win() -> None:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from rag import index as index_files
-from rag.errors import IndexConfigError, IndexNotFoundError, NothingToIndexError
-from rag.index import IndexConfig
-from rag.indexer import index_paths
-from rag.layout import index_root, list_indexes, live_version_dir
-from rag.retrieve import Retriever
+from llmloop.rag import index as index_files
+from llmloop.rag.errors import IndexConfigError, IndexNotFoundError, NothingToIndexError
+from llmloop.rag.index import IndexConfig
+from llmloop.rag.indexer import index_paths
+from llmloop.rag.layout import index_root, list_indexes, live_version_dir
+from llmloop.rag.retrieve import Retriever
 
 
 @pytest.fixture(autouse=True)

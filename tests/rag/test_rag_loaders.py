@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import UnreadableFileError
-from rag.loaders import find_files, load
+from llmloop.rag.errors import UnreadableFileError
+from llmloop.rag.loaders import find_files, load
 
 
 def test_find_files_recurses_and_skips_hidden_and_unsupported(corpus: Path) -> None:

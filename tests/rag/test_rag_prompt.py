@@ -1,5 +1,5 @@
-from rag.prompt import augment_messages
-from rag.retrieve import Hit
+from llmloop.rag.prompt import augment_messages
+from llmloop.rag.retrieve import Hit
 
 
 def hit(number: int, words: int = 10) -> Hit:

@@ -13,11 +13,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cli(isolated_home: Path, real_embedder, monkeypatch: pytest.MonkeyPatch):
     """``llmloop rag ...`` in-process, sharing the session's loaded embedder."""
-    import rag.embed
-    import rag.retrieve
 
-    monkeypatch.setattr(rag.embed, "Embedder", lambda **_: real_embedder)
-    monkeypatch.setattr(rag.retrieve, "Embedder", lambda **_: real_embedder)
+    import llmloop.rag.embed
+    import llmloop.rag.retrieve
+
+    monkeypatch.setattr(llmloop.rag.embed, "Embedder", lambda **_: real_embedder)
+    monkeypatch.setattr(llmloop.rag.retrieve, "Embedder", lambda **_: real_embedder)
     return lambda *argv: llmloop_main(["rag", *map(str, argv)])
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from safety.harm import BENIGN, CATEGORIES, HarmClassifier, HarmHead
+from llmloop.safety.harm import BENIGN, CATEGORIES, HarmClassifier, HarmHead
 
 CLASSES = (BENIGN, *CATEGORIES)
 KEYWORDS = {"sarin": "weapons_mass_harm", "nerve agent": "weapons_mass_harm", "slur": "hate"}

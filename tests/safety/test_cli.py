@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from safety.cli import main
-from safety.errors import InputLineError
+from llmloop.safety.cli import main
+from llmloop.safety.errors import InputLineError
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:

@@ -4,15 +4,15 @@ import random
 
 import pytest
 
-from safety.guard import (
+from llmloop.safety.guard import (
     HARM_CONTEXT_CHARS,
     HARM_FIRST_CHARS,
     HARM_FORCE_CHARS,
     Guard,
 )
-from safety.pii import detect
-from safety.policy import load_policy, parse_policy
-from safety.redact import Redactor
+from llmloop.safety.pii import detect
+from llmloop.safety.policy import load_policy, parse_policy
+from llmloop.safety.redact import Redactor
 from tests.safety.fakes import fake_classifier
 
 STREAM_TEXTS = [

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from safety.guard import Guard
-from safety.harm import (
+from llmloop.safety.guard import Guard
+from llmloop.safety.harm import (
     CATEGORIES,
     HEAD_PATH,
     INT8_HEAD_PATH,
@@ -12,7 +12,7 @@ from safety.harm import (
     HarmHead,
     split_windows,
 )
-from safety.policy import load_policy
+from llmloop.safety.policy import load_policy
 from tests.safety.fakes import fake_classifier
 
 HARMFUL = {
@@ -127,7 +127,7 @@ def test_the_output_head_loads_with_the_int8_encoder_it_was_trained_on() -> None
 
 
 def test_an_int8_embedding_does_not_depend_on_the_other_texts_of_the_call() -> None:
-    from safety.harm import load_encoder
+    from llmloop.safety.harm import load_encoder
 
     encode = load_encoder(int8=True)
     text = "How do I kill a stuck Linux process?"

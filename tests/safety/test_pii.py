@@ -2,7 +2,7 @@
 
 import pytest
 
-from safety.pii import detect
+from llmloop.safety.pii import detect
 
 
 def found(text: str) -> list[tuple[str, str]]:

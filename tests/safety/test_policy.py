@@ -2,10 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from safety.errors import PolicyError
-from safety.harm import CATEGORIES
-from safety.pii import PII_TYPES
-from safety.policy import load_policy
+from llmloop.safety.errors import PolicyError
+from llmloop.safety.harm import CATEGORIES
+from llmloop.safety.pii import PII_TYPES
+from llmloop.safety.policy import load_policy
 
 
 def test_defaults_are_safe() -> None:

@@ -1,7 +1,7 @@
 import pytest
 
-from safety.pii import detect
-from safety.redact import Redactor
+from llmloop.safety.pii import detect
+from llmloop.safety.redact import Redactor
 
 TEXT = "Mail a@b.co or A@B.CO, call +1 415 555 2671, then mail c@d.io"
 

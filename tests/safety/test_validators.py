@@ -1,4 +1,4 @@
-from safety import validators
+from llmloop.safety import validators
 
 
 def test_luhn() -> None:

@@ -4,8 +4,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from serve.app import create_app
-from serve.config import ServerConfig
+from llmloop.serve.app import create_app
+from llmloop.serve.config import ServerConfig
 from tests.serve.fakes import FakeEngine
 
 

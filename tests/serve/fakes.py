@@ -1,4 +1,4 @@
-"""An in-process fake of ``serve.engine_api.Engine`` for fast protocol tests.
+"""An in-process fake of ``llmloop.serve.engine_api.Engine`` for fast protocol tests.
 
 It "generates" by echoing the prompt's characters back (one token per character), which makes
 outputs predictable: deltas, stops, lengths, logprobs and n all have known values."""
@@ -6,7 +6,7 @@ outputs predictable: deltas, stops, lengths, logprobs and n all have known value
 import asyncio
 import time
 
-from serve.engine_api import (
+from llmloop.serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
     LoadedAdapter,

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from serve.batcher import MicroBatcher
+from llmloop.serve.batcher import MicroBatcher
 
 
 class Recorder:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from serve.engine_gate import EngineGate
+from llmloop.serve.engine_gate import EngineGate
 
 
 def test_exclusive_waits_for_shared_and_blocks_new_shared():

@@ -148,8 +148,8 @@ def test_not_ready_is_503(make_client):
 
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
-    from serve.config import ServerConfig
+    from llmloop.serve.app import create_app
+    from llmloop.serve.config import ServerConfig
 
     never = asyncio.Event()
 

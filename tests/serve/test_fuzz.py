@@ -4,9 +4,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from safety.harm import Classification
-from serve.app import create_app
-from serve.config import ServerConfig
+from llmloop.safety.harm import Classification
+from llmloop.serve.app import create_app
+from llmloop.serve.config import ServerConfig
 from tests.serve.fakes import FakeEngine
 
 pytestmark = pytest.mark.slow

@@ -4,10 +4,10 @@ classifier), with every classification going through the shared batcher."""
 import asyncio
 import threading
 
-from safety.guard import HARM_FIRST_CHARS, Guard
-from safety.policy import load_policy
-from serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked, Guardrails
-from serve.metrics import ServerMetrics
+from llmloop.safety.guard import HARM_FIRST_CHARS, Guard
+from llmloop.safety.policy import load_policy
+from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked, Guardrails
+from llmloop.serve.metrics import ServerMetrics
 from tests.safety.fakes import fake_classifier
 
 HARMLESS = "This sentence is perfectly harmless and rather long, as you can see. "

@@ -211,7 +211,7 @@ def test_load_and_unload_adapter(client, tmp_path):
 
 
 def test_server_sampling_defaults_apply_when_request_is_silent(make_client):
-    from serve.app import create_app  # noqa: F401  (defaults go through create_app)
+    from llmloop.serve.app import create_app  # noqa: F401  (defaults go through create_app)
 
     client = make_client(default_sampling={"temperature": 0.2, "top_k": 40})
     chat(client, max_tokens=1)

@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve.feedback.db import SQLITE_BUSY_TIMEOUT_S
-from serve.feedback.record import CompletionRecord
-from serve.feedback.spool import Spool, default_spool_dir
-from serve.feedback.store import FeedbackStore
+from llmloop.feedback.db import SQLITE_BUSY_TIMEOUT_S
+from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.spool import Spool, default_spool_dir
+from llmloop.feedback.store import FeedbackStore
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from llmloop.feedback.db import redact_url
+from llmloop.feedback.errors import DatabaseUnavailableError, ExportArgumentError
+from llmloop.feedback.export import FORMATS, export, manifest_path
+from llmloop.feedback.store import ConversationFilter, FeedbackStore, parse_time
 from llmloop.paths import default_db_url
-from serve.feedback.db import redact_url
-from serve.feedback.errors import DatabaseUnavailableError, ExportArgumentError
-from serve.feedback.export import FORMATS, export, manifest_path
-from serve.feedback.store import ConversationFilter, FeedbackStore, parse_time
 
 
 def main(argv: list[str]) -> int:

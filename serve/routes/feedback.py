@@ -1,7 +1,7 @@
 """HTTP: ``POST /v1/feedback``, the labelling UI at ``/ui/`` and its JSON API under ``/ui/api/``.
 
 The log comes from ``request.app.state.request_log``. The routes that read or write the log
-require the server's API key themselves (``serve.deps.require_api_key``: a bearer token or the
+require the server's API key themselves (``llmloop.serve.deps.require_api_key``: a bearer token or the
 UI's cookie); the static page, script and style hold no data and stay public, so a browser can
 load the page and its login form before it has the key. Include this router without extra
 dependencies.
@@ -16,11 +16,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serve.deps import require_api_key
-from serve.errors import BadRequestError, NotFoundError
-from serve.feedback.errors import FeedbackError, UnknownCompletionError
-from serve.feedback.log import RequestLog
-from serve.feedback.store import ConversationFilter, Feedback, parse_time
+from llmloop.feedback.errors import FeedbackError, UnknownCompletionError
+from llmloop.feedback.log import RequestLog
+from llmloop.feedback.store import ConversationFilter, Feedback, parse_time
+from llmloop.serve.deps import require_api_key
+from llmloop.serve.errors import BadRequestError, NotFoundError
 
 router = APIRouter()
 
@@ -175,4 +175,4 @@ def _request_log(request: Request) -> RequestLog:
 
 
 def _ui_file(name: str) -> str:
-    return (files("serve.feedback") / "ui" / name).read_text(encoding="utf-8")
+    return (files("llmloop.serve") / "ui" / name).read_text(encoding="utf-8")

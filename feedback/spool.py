@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from llmloop.feedback.record import CompletionRecord
 from llmloop.paths import llmloop_home
-from serve.feedback.record import CompletionRecord
 
 logger = logging.getLogger(__name__)
 

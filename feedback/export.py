@@ -22,10 +22,10 @@ from typing import Literal
 
 from tqdm import tqdm
 
-from serve.feedback.db import redact_url
-from serve.feedback.errors import EmptyExportError
-from serve.feedback.record import prompt_messages
-from serve.feedback.store import ConversationFilter, FeedbackStore
+from llmloop.feedback.db import redact_url
+from llmloop.feedback.errors import EmptyExportError
+from llmloop.feedback.record import prompt_messages
+from llmloop.feedback.store import ConversationFilter, FeedbackStore
 
 Format = Literal["sft", "dpo", "kto"]
 FORMATS: tuple[str, ...] = ("sft", "dpo", "kto")
@@ -133,8 +133,8 @@ def _kto(prompt: list[dict], completion: str, label: bool) -> dict:
 
 def _scrub(row: dict) -> tuple[dict, int]:
     """The row with every PII span replaced by a typed placeholder, stable within the row."""
-    from safety.pii import detect
-    from safety.redact import Redactor
+    from llmloop.safety.pii import detect
+    from llmloop.safety.redact import Redactor
 
     redactor = Redactor("placeholder")
     num_found = 0

@@ -9,14 +9,14 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from serve.feedback.db import SQLITE_BUSY_TIMEOUT_S, create_db_engine
-from serve.feedback.errors import (
+from llmloop.feedback.db import SQLITE_BUSY_TIMEOUT_S, create_db_engine
+from llmloop.feedback.errors import (
     InvalidFeedbackError,
     InvalidFilterError,
     UnknownCompletionError,
 )
-from serve.feedback.record import CompletionRecord
-from serve.feedback.schema import completions, feedback, migrate
+from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.schema import completions, feedback, migrate
 
 # What the UI's list shows per row; the full row comes from `get`.
 SUMMARY_COLUMNS = [

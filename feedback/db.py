@@ -6,7 +6,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from serve.feedback.errors import DatabaseURLError
+from llmloop.feedback.errors import DatabaseURLError
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
 """How long a SQLite write waits for another writer's lock before it counts as a failure."""
