@@ -2,7 +2,8 @@
 
 The HTTP server comes up first and answers ``/health`` with 503 while the engine starts (tens of
 seconds on CPU), then 200. Heavy objects live on ``app.state``: ``engine``, ``config``,
-``sampling_defaults``, ``metrics``.
+``sampling_defaults``, ``metrics``, ``guardrails`` (the safety layer, or None when it is off) and
+``retrieval``.
 """
 
 import asyncio
@@ -53,7 +54,13 @@ def create_app(
     engine_factory: EngineFactory,
     sampling_defaults: dict | None = None,
     on_engine_failure: Callable[[BaseException], None] | None = None,
+    *,
+    guardrails: Guardrails | None = None,
+    retrieval: Retrieval | None = None,
 ) -> FastAPI:
+    """``guardrails`` and ``retrieval`` replace the ones built from ``config`` (tests pass fakes;
+    the caller closes guardrails it passed). By default the safety layer loads in the lifespan
+    when ``config.safety`` is on, and retrieval opens ``config.rag_index`` on first use."""
     app = FastAPI(title="llmloop", version="0.1.0", lifespan=_lifespan)
     app.state.config = config
     app.state.engine = None
@@ -63,10 +70,11 @@ def create_app(
     app.state.metrics = ServerMetrics()
     app.state.adapter_versions = {}
     app.state.request_log = None
-    app.state.guardrails = None
+    app.state.guardrails = guardrails
+    app.state.owns_guardrails = guardrails is None
     app.state.harm_classifier = None  # /v1/moderations' own, when the safety layer is off
     app.state.lazy_load_lock = threading.Lock()
-    app.state.retrieval = Retrieval(config.rag_index)
+    app.state.retrieval = Retrieval(config.rag_index) if retrieval is None else retrieval
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
@@ -94,7 +102,7 @@ async def _lifespan(app: FastAPI):
             starting.cancel()
         await asyncio.gather(starting, return_exceptions=True)
         await app.state.request_log.aclose()  # drained requests are logged before we exit
-        if app.state.guardrails is not None:
+        if app.state.owns_guardrails and app.state.guardrails is not None:
             app.state.guardrails.close()
         if app.state.engine is not None:
             app.state.engine.shutdown()
@@ -106,7 +114,7 @@ async def _start_engine(app: FastAPI) -> None:
     config: ServerConfig = app.state.config
     starting_engine = asyncio.create_task(app.state.engine_factory())
     try:
-        if config.safety:
+        if config.safety and app.state.owns_guardrails:
             app.state.guardrails = await asyncio.to_thread(
                 Guardrails.load, config.safety_policy, app.state.metrics
             )

@@ -18,18 +18,23 @@ def wait_until_ready(client: TestClient, timeout_s: float = 10.0) -> None:
 
 @pytest.fixture
 def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(engine=None, **ServerConfig fields)`` → a ready TestClient on a fake engine,
-    logging to a fresh SQLite file, safety off unless asked for."""
+    """``make_client(engine=None, guardrails=None, retrieval=None, **ServerConfig fields)`` → a
+    ready TestClient on a fake engine, logging to a fresh SQLite file, safety off unless asked
+    for (``guardrails``: e.g. ``fakes.keyword_guardrails()``; ``retrieval``: a ``FakeRetrieval``)."""
     clients: list[TestClient] = []
 
-    def make(engine: FakeEngine | None = None, **config) -> TestClient:
+    def make(
+        engine: FakeEngine | None = None, *, guardrails=None, retrieval=None, **config
+    ) -> TestClient:
         engine = engine or FakeEngine()
         config = {"safety": False, "db_url": f"sqlite:///{tmp_path}/log-{len(clients)}.db"} | config
 
         async def factory():
             return engine
 
-        app = create_app(ServerConfig(**config), factory)
+        app = create_app(
+            ServerConfig(**config), factory, guardrails=guardrails, retrieval=retrieval
+        )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -40,6 +45,8 @@ def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+        if not client.app.state.owns_guardrails:
+            client.app.state.guardrails.close()
 
 
 @pytest.fixture

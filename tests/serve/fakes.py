@@ -1,11 +1,16 @@
-"""An in-process fake of ``llmloop.serve.engine_api.Engine`` for fast protocol tests.
+"""In-process stand-ins for the server's heavy objects, for fast tests.
 
-It "generates" by echoing the prompt's characters back (one token per character), which makes
-outputs predictable: deltas, stops, lengths, logprobs and n all have known values."""
+``FakeEngine`` fakes ``llmloop.serve.engine_api.Engine``: it "generates" by echoing the prompt's
+characters back (one token per character), which makes outputs predictable: deltas, stops,
+lengths, logprobs and n all have known values. ``keyword_guardrails`` is the real safety layer
+over a keyword harm classifier; ``FakeRetrieval`` answers every query with fixed hits."""
 
 import asyncio
 import time
 
+from llmloop.rag.retrieve import Hit
+from llmloop.safety.guard import Guard
+from llmloop.safety.policy import load_policy
 from llmloop.serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
@@ -14,6 +19,9 @@ from llmloop.serve.engine_api import (
     SequenceOutput,
     TokenLogprob,
 )
+from llmloop.serve.guardrails import Guardrails
+from llmloop.serve.metrics import ServerMetrics
+from tests.safety.fakes import fake_classifier
 
 
 class CharTokenizer:
@@ -50,6 +58,8 @@ class FakeEngine:
         self.token_delay_s = token_delay_s
         self.max_running = max_running
         self.running: set[str] = set()
+        self.generating = asyncio.Event()
+        """Set once a request reaches the engine."""
         self.aborted: list[str] = []
         self.requests: list[tuple[list[int], SamplingOptions, str | None]] = []
         self._adapters: dict[str, LoadedAdapter] = {}
@@ -61,6 +71,7 @@ class FakeEngine:
             raise EngineOverloadedError("queue full")
         self.requests.append((prompt_token_ids, options, lora_name))
         self.running.add(request_id)
+        self.generating.set()
         try:
             source = (
                 self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
@@ -144,3 +155,23 @@ class FakeEngine:
 
     def shutdown(self) -> None:
         return None
+
+
+def keyword_guardrails() -> Guardrails:
+    """The default policy over a harm classifier that knows a few keywords ("sarin", "slur"):
+    harmful text is blocked and PII redacted as in production, with no model to load."""
+    return Guardrails(Guard(load_policy(None), fake_classifier()), ServerMetrics())
+
+
+class FakeRetrieval:
+    """``llmloop.serve.retrieval.Retrieval`` with the same ``hits`` for every query."""
+
+    def __init__(self, hits: list[Hit], default_index: str | None = None):
+        self.hits = hits
+        self.default_index = default_index
+        self.searches: list[tuple[str, str, int]] = []
+        """(index, query, top_k) of every search."""
+
+    async def search(self, index: str, query: str, top_k: int) -> list[Hit]:
+        self.searches.append((index, query, top_k))
+        return self.hits[:top_k]
