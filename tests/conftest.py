@@ -68,8 +68,36 @@ def llmloop_server(
     server.stop()
 
 
+# fixture -> the marker every test using it gets, whether or not it says so
+MARKER_OF_FIXTURE = {
+    "llmloop_server": "engine",
+    "postgres": "postgres",
+    "real_embedder": "embedder",
+}
+HEAVY_MARKERS = ("engine", "slow", "postgres", "browser", "embedder")
+"""What the fast lane (``make test-fast``) leaves out; see the markers in pyproject.toml."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the real server are engine tests, whether or not they say so."""
     for item in items:
-        if "llmloop_server" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.engine)
+        for fixture in getattr(item, "fixturenames", ()):
+            if fixture in MARKER_OF_FIXTURE:
+                item.add_marker(MARKER_OF_FIXTURE[fixture])
+
+
+@pytest.fixture(autouse=True)
+def fast_lane_never_loads_the_embedder(request: pytest.FixtureRequest, monkeypatch) -> None:
+    """A test outside the heavy markers that loads MiniLM fails, naming the marker it lacks, so
+    the fast lane stays fast as tests are added."""
+    if any(request.node.get_closest_marker(m) for m in HEAVY_MARKERS):
+        return
+    from llmloop import models
+
+    package_dir = models._package_dir
+
+    def guarded(module: str) -> Path:
+        if module == models._EMBEDDER_PACKAGE:
+            raise AssertionError("this test loads the embedder: mark it @pytest.mark.embedder")
+        return package_dir(module)
+
+    monkeypatch.setattr(models, "_package_dir", guarded)

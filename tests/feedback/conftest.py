@@ -93,7 +93,7 @@ def postgres() -> Iterator[PostgresServer]:
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, empty database on each backend; the same tests run against both."""
     if request.param == "sqlite":

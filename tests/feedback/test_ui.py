@@ -14,7 +14,7 @@ import pytest
 from llmloop.feedback.export import export
 from llmloop.feedback.store import ConversationFilter, FeedbackStore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -116,6 +116,7 @@ def test_stream_guard_with_the_real_classifier(classifier: HarmClassifier) -> No
     assert stream.blocked and "weapons_mass_harm" in stream.blocked_categories
 
 
+@pytest.mark.embedder
 def test_the_output_head_loads_with_the_int8_encoder_it_was_trained_on() -> None:
     assert HarmHead.load(INT8_HEAD_PATH).int8 and not HarmHead.load(HEAD_PATH).int8
     guard = Guard(load_policy(None))
@@ -126,6 +127,7 @@ def test_the_output_head_loads_with_the_int8_encoder_it_was_trained_on() -> None
     assert not any(c.flagged for c in fast.classify(BENIGN))
 
 
+@pytest.mark.embedder
 def test_an_int8_embedding_does_not_depend_on_the_other_texts_of_the_call() -> None:
     from llmloop.safety.harm import load_encoder
 
