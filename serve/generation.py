@@ -1,5 +1,6 @@
-"""What chat and text completions share: context-length checks and running the engine for one
-or more prompts, either to the end or as a merged stream."""
+"""The engine side of what chat and text completions share: context-length checks and running
+the engine for one or more prompts, either to the end or as a merged stream. The per-choice
+pipeline around it (safety, usage, the request log) is ``pipeline.py``."""
 
 import asyncio
 from collections.abc import AsyncIterator

@@ -3,50 +3,37 @@
 Texts arrive here already redacted by the safety layer; ``submit`` never blocks or raises."""
 
 import time
-
-from fastapi import Request
+from typing import TYPE_CHECKING
 
 from llmloop.feedback.record import CompletionRecord
-from llmloop.serve.protocol import SamplingRequest
+
+if TYPE_CHECKING:
+    from llmloop.serve.pipeline import ServeContext
 
 
-def log_completion(
-    request: Request,
-    body: SamplingRequest,
-    *,
-    request_id: str,
-    endpoint: str,
-    lora: str | None,
-    started: float,
-    choices: list[dict],
-    prompt_tokens: int,
-    completion_tokens: int,
-    messages: list[dict] | None = None,
-    prompt: str | None = None,
-    citations: list[dict] | None = None,
-) -> None:
-    """``started``: ``time.monotonic()`` when the request arrived; ``choices``: index/text/finish_reason."""
-    state = request.app.state
+def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_tokens: int) -> None:
+    """``choices``: each choice's index, text and finish_reason (``logged_choice``)."""
+    state, body = ctx.request.app.state, ctx.body
     if state.request_log is None or body.store is False:
         return
     state.request_log.submit(
         CompletionRecord(
-            id=request_id,
+            id=ctx.id,
             created=time.time(),
-            endpoint=endpoint,
+            endpoint=ctx.endpoint,
             model=body.model,
             base_model=state.engine.model_name,
-            adapter=lora,
-            adapter_version=state.adapter_versions.get(lora) if lora else None,
-            messages=messages,
-            prompt=prompt,
-            citations=citations or [],
+            adapter=ctx.lora,
+            adapter_version=state.adapter_versions.get(ctx.lora) if ctx.lora else None,
+            messages=ctx.messages,
+            prompt=ctx.prompt,
+            citations=ctx.citations,
             sampling_params=body.sampling_record(),
             choices=choices,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_s=time.monotonic() - started,
-            api_key_id=getattr(request.state, "api_key_id", None),
+            prompt_tokens=ctx.num_prompt_tokens,
+            completion_tokens=num_completion_tokens,
+            latency_s=time.monotonic() - ctx.started,
+            api_key_id=getattr(ctx.request.state, "api_key_id", None),
             user=body.user,
         )
     )

@@ -2,21 +2,18 @@
 
 ``echo`` + ``logprobs`` returns a logprob for every prompt token (the first is null), the way
 lm-evaluation-harness's ``local-completions`` scores log-likelihoods. Prompts and outputs pass
-the safety layer as in chat; the request log gets the redacted texts."""
+the safety layer as in chat (``serve/pipeline.py``); the request log gets the redacted texts."""
 
-import contextlib
-import functools
-import time
-import uuid
-from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
 
-from llmloop.serve.deps import EngineDep, resolve_lora
-from llmloop.serve.engine_api import Engine, EngineOutput, SequenceOutput, TokenLogprob
+from llmloop.serve.deps import EngineDep
+from llmloop.serve.engine_api import Engine, TokenLogprob
 from llmloop.serve.errors import BadRequestError
-from llmloop.serve.generation import generate_all, generate_stream, resolve_max_tokens
-from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
+from llmloop.serve.generation import resolve_max_tokens
+from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
+from llmloop.serve.pipeline import Choice, ServeContext
 from llmloop.serve.protocol import (
     CompletionChoice,
     CompletionLogprobs,
@@ -24,80 +21,32 @@ from llmloop.serve.protocol import (
     CompletionResponse,
     UsageInfo,
 )
-from llmloop.serve.records import log_completion, logged_choice
-from llmloop.serve.streaming import DONE, sse, sse_response, until_disconnected
+from llmloop.serve.streaming import sse
 
 router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def create_completion(body: CompletionRequest, request: Request, engine: EngineDep):
-    started = time.monotonic()
-    lora = resolve_lora(engine, body.model)
-    request_id = f"cmpl-{uuid.uuid4().hex}"
-    guardrails = request.app.state.guardrails
-    redactor = guardrails.redactor() if guardrails else None
-    prompts = [_tokenize(engine, p) for p in body.prompts()]
-    texts = [engine.tokenizer.decode(p) for p in prompts]
-    log = functools.partial(
-        log_completion, request, body, request_id=request_id, endpoint="completions", lora=lora,
-        started=started, prompt="\n\n".join(texts), prompt_tokens=sum(map(len, prompts)),
-    )  # fmt: skip
-    if guardrails:
-        screened, blocked = await guardrails.screen_input(texts, redactor)
-        log = functools.partial(log, prompt="\n\n".join(screened))
-        if blocked:
-            log(
-                choices=[logged_choice(0, REFUSAL, CONTENT_FILTER)],
-                completion_tokens=0,
-            )
-            refusal = _refusal(body, request_id)
-            return sse_response(_once(refusal)) if body.stream else refusal
-        prompts = [
-            p if s == t else engine.tokenizer.encode(s)
-            for p, s, t in zip(prompts, screened, texts, strict=True)
-        ]
-        texts = screened
+    completion = CompletionContext(request, body, engine)
+    prompt_ids = completion.prompt_ids = [_tokenize(engine, p) for p in body.prompts()]
+    texts = [engine.tokenizer.decode(p) for p in prompt_ids]
+    completion.texts, refused = await completion.screen_prompt(texts)
+    completion.prompt = "\n\n".join(completion.texts)
+    if refused:
+        return completion.refuse()
+    completion.prompt_ids = [  # re-tokenized where redaction changed the text
+        p if screened == text else engine.tokenizer.encode(screened)
+        for p, screened, text in zip(prompt_ids, completion.texts, texts, strict=True)
+    ]
     max_tokens = resolve_max_tokens(
-        body.max_tokens, max(map(len, prompts)), engine.max_model_len, "max_tokens"
+        body.max_tokens, max(map(len, completion.prompt_ids)), engine.max_model_len, "max_tokens"
     )
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     options = body.to_sampling_options(
         max_tokens, request.app.state.sampling_defaults, body.logprobs, prompt_logprobs
     )
-    if body.stream:
-        return sse_response(
-            _stream(
-                engine, body, prompts, texts, options, request_id, lora, redactor, guardrails, log
-            )
-        )
-    outputs = await until_disconnected(
-        request, generate_all(engine, prompts, options, request_id, lora)
-    )
-    choices = []
-    for prompt_idx, (prompt, output) in enumerate(zip(prompts, outputs, strict=True)):
-        for seq in sorted(output.outputs, key=lambda s: s.index):
-            choice = _choice(engine, body, prompt_idx, prompt, output, seq)
-            if guardrails:
-                screened = await guardrails.screen_output(seq.text, redactor)
-                if isinstance(screened, Blocked):
-                    choice.text, choice.finish_reason, choice.logprobs = (
-                        REFUSAL,
-                        CONTENT_FILTER,
-                        None,
-                    )
-                else:
-                    choice.text = choice.text[: len(choice.text) - len(seq.text)] + screened
-            choices.append(choice)
-    num_completion_tokens = sum(len(seq.token_ids) for output in outputs for seq in output.outputs)
-    log(
-        choices=[logged_choice(c.index, c.text, c.finish_reason) for c in choices],
-        completion_tokens=num_completion_tokens,
-    )
-    return CompletionResponse(
-        id=request_id, model=body.model, choices=choices,
-        usage=UsageInfo.of(sum(map(len, prompts)), num_completion_tokens),
-    )  # fmt: skip
+    return await completion.generate(options)
 
 
 def _tokenize(engine: Engine, prompt: str | list[int]) -> list[int]:
@@ -114,23 +63,79 @@ def _tokenize(engine: Engine, prompt: str | list[int]) -> list[int]:
     return prompt
 
 
-def _choice(
-    engine, body, prompt_idx, prompt_ids, output: EngineOutput, seq: SequenceOutput
-) -> CompletionChoice:
-    text = seq.text
-    logprobs = _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
-    if body.echo:
-        text = engine.tokenizer.decode(prompt_ids) + text
-        if logprobs is not None:
-            logprobs = _prepend_prompt(
-                engine, prompt_ids, output.prompt_logprobs, body.logprobs, logprobs
-            )
-    return CompletionChoice(
-        index=prompt_idx * body.n + seq.index,
-        text=text,
-        logprobs=logprobs,
-        finish_reason=seq.finish_reason,
-    )
+@dataclass
+class CompletionContext(ServeContext):
+    """A completion request's response shape, ``text_completion``, whole or streamed (the
+    echoed prompts first, with ``echo``)."""
+
+    endpoint = "completions"
+    id_prefix = "cmpl"
+    body: CompletionRequest
+    texts: list[str] = field(default_factory=list)
+    """The prompts as text, after redaction: what ``echo`` repeats."""
+
+    def response(self, choices: list[Choice], usage: UsageInfo) -> CompletionResponse:
+        return self._response([self._choice(c) for c in choices], usage)
+
+    def refusal(self) -> CompletionResponse:
+        refusal = CompletionChoice(index=0, text=REFUSAL, finish_reason=CONTENT_FILTER)
+        return self._response([refusal], UsageInfo.of(0, 0))
+
+    def stream_start(self) -> list[str]:
+        if not self.body.echo:
+            return []
+        n = self.body.n
+        echoes = [
+            CompletionChoice(index=p * n + i, text=text)
+            for p, text in enumerate(self.texts)
+            for i in range(n)
+        ]
+        return [sse(self._response(echoes))]
+
+    def chunk(self, choice: Choice) -> str:
+        streamed = CompletionChoice(
+            index=choice.index,
+            text=choice.text,
+            logprobs=None if choice.is_refused else self._logprobs_of(choice),
+            finish_reason=choice.finish_reason,
+        )
+        return sse(self._response([streamed]))
+
+    def stream_end(self, usage: UsageInfo) -> str | None:
+        if not (self.body.stream_options and self.body.stream_options.include_usage):
+            return None
+        return sse(self._response([], usage))
+
+    def refusal_events(self) -> list[str]:
+        return [sse(self.refusal())]
+
+    def _response(
+        self, choices: list[CompletionChoice], usage: UsageInfo | None = None
+    ) -> CompletionResponse:
+        return CompletionResponse(
+            id=self.id, created=self.created, model=self.body.model, choices=choices, usage=usage
+        )
+
+    def _choice(self, choice: Choice) -> CompletionChoice:
+        """A whole answer's choice: the prompt first with ``echo``; a refusal replaces both."""
+        if choice.is_refused:
+            return CompletionChoice(index=choice.index, text=REFUSAL, finish_reason=CONTENT_FILTER)
+        text, logprobs = choice.text, self._logprobs_of(choice)
+        if self.body.echo:
+            prompt_ids = self.prompt_ids[choice.prompt_index]
+            text = self.engine.tokenizer.decode(prompt_ids) + text
+            if logprobs is not None:
+                logprobs = _prepend_prompt(
+                    self.engine, prompt_ids, choice.prompt_logprobs, self.body.logprobs, logprobs
+                )
+        return CompletionChoice(
+            index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
+        )
+
+    def _logprobs_of(self, choice: Choice) -> CompletionLogprobs | None:
+        if self.body.logprobs is None:
+            return None
+        return _logprobs(choice.seq.logprobs, self.body.logprobs)
 
 
 def _logprobs(
@@ -169,81 +174,3 @@ def _prepend_prompt(
     result.token_logprobs += generated.token_logprobs
     result.top_logprobs += generated.top_logprobs
     return result
-
-
-async def _stream(
-    engine, body, prompts, texts, options, request_id, lora, redactor, guardrails, log
-) -> AsyncIterator[str]:
-    created = int(time.time())
-
-    def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
-        return sse(
-            CompletionResponse(
-                id=request_id, created=created, model=body.model, choices=choices, usage=usage
-            )
-        )
-
-    num_choices = len(prompts) * body.n
-    guards = {i: guardrails.stream(redactor) for i in range(num_choices)} if guardrails else {}
-    emitted = {i: "" for i in range(num_choices)}
-    finish_reasons: dict[int, str] = {}
-    if body.echo:
-        yield chunk(
-            [
-                CompletionChoice(index=p * body.n + i, text=texts[p])
-                for p in range(len(prompts))
-                for i in range(body.n)
-            ]
-        )
-    num_completion_tokens = 0
-    outputs = generate_stream(engine, prompts, options, request_id, lora)
-    async with contextlib.aclosing(outputs):
-        async for prompt_idx, output in outputs:
-            for seq in output.outputs:
-                num_completion_tokens += len(seq.token_ids)
-                index = prompt_idx * body.n + seq.index
-                if index in finish_reasons:
-                    continue
-                text, finish_reason = seq.text, seq.finish_reason
-                logprobs = (
-                    _logprobs(seq.logprobs, body.logprobs) if body.logprobs is not None else None
-                )
-                if guard := guards.get(index):
-                    text, finish_reason = await guardrails.screen_delta(guard, text, finish_reason)
-                    if finish_reason == CONTENT_FILTER:
-                        logprobs = None
-                emitted[index] += text
-                if finish_reason:
-                    finish_reasons[index] = finish_reason
-                if text or finish_reason:
-                    yield chunk(
-                        [
-                            CompletionChoice(
-                                index=index,
-                                text=text,
-                                logprobs=logprobs,
-                                finish_reason=finish_reason,
-                            )
-                        ]
-                    )
-            if len(finish_reasons) == num_choices:
-                break
-    if body.stream_options and body.stream_options.include_usage:
-        yield chunk([], UsageInfo.of(sum(map(len, prompts)), num_completion_tokens))
-    yield DONE
-    log(
-        choices=[logged_choice(i, emitted[i], finish_reasons.get(i)) for i in range(num_choices)],
-        completion_tokens=num_completion_tokens,
-    )
-
-
-async def _once(response: CompletionResponse) -> AsyncIterator[str]:
-    yield sse(response)
-    yield DONE
-
-
-def _refusal(body: CompletionRequest, request_id: str) -> CompletionResponse:
-    return CompletionResponse(
-        id=request_id, model=body.model, usage=UsageInfo.of(0, 0),
-        choices=[CompletionChoice(index=0, text=REFUSAL, finish_reason=CONTENT_FILTER)],
-    )  # fmt: skip

@@ -148,6 +148,19 @@ def test_a_completion_echo_shows_the_redacted_prompt(guarded):
     assert body["choices"][0]["text"] == "mail <EMAIL_1>ma"
 
 
+def test_whole_and_streamed_completions_log_the_same_record(guarded):
+    client = guarded()
+    for stream in WHOLE_AND_STREAMED:
+        _, _, completion_id = answer(
+            client, "completions", f"mail {EMAIL}", stream, echo=True, max_tokens=2
+        )
+        row = logged(client, completion_id)
+        # The answer without the echo (the prompt is logged on its own), and the prompt tokens
+        # the usage reports: those of the redacted prompt the engine got.
+        assert row["choices"] == [{"index": 0, "text": "ma", "finish_reason": "length"}]
+        assert row["prompt"] == "mail <EMAIL_1>" and row["prompt_tokens"] == len("mail <EMAIL_1>")
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 
