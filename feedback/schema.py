@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    inspect,
     select,
 )
 
@@ -55,6 +56,7 @@ completions = Table(
     Column("rating", Integer),
     Column("correction", Text),
     Column("num_feedback", Integer, nullable=False, server_default="0"),
+    Column("project", String(128)),  # the project of the key that made the request
     Index("ix_completions_created", "created", "id"),
     Index("ix_completions_model_created", "model", "created"),
     Index("ix_completions_rating_created", "rating", "created"),
@@ -72,9 +74,26 @@ feedback = Table(
     Column("correction", Text),
     Column("comment", Text),
     Column("preferred_over", String(128), ForeignKey("completions.id")),
-    Column("api_key_id", String(64)),
+    Column("api_key_id", String(64)),  # who labelled
+    Column("project", String(128)),
     Index("ix_feedback_completion_id", "completion_id"),
     Index("ix_feedback_preferred_over", "preferred_over"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),  # "key-" + the hash's first 12 hex digits
+    Column("name", String(128), nullable=False, unique=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),  # never the secret
+    Column("scopes", String(64), nullable=False),  # "infer,label"
+    Column("project", String(128)),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("max_concurrent", Integer),
+    Column("models", JSON),  # null: every model
+    Column("created", Float, nullable=False),
+    Column("revoked", Float),
 )
 
 schema_version = Table(
@@ -88,9 +107,20 @@ def _v1_initial(op: Operations) -> None:
     metadata.create_all(op.get_bind())
 
 
+def _v2_keys_and_projects(op: Operations) -> None:
+    """Scoped API keys; conversations and feedback tagged with the key's project."""
+    bind = op.get_bind()
+    api_keys.create(bind, checkfirst=True)  # a fresh database got it from _v1_initial
+    for table in ("completions", "feedback"):
+        if "project" not in {c["name"] for c in inspect(bind).get_columns(table)}:
+            op.add_column(table, Column("project", String(128)))
+    op.create_index("ix_completions_project_created", "completions", ["project", "created"])
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
-# (op.add_column, op.create_index, ...); released entries are never edited.
-MIGRATIONS: list[Callable[[Operations], None]] = [_v1_initial]
+# (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
+# today's tables, so later entries must tolerate what it already made.
+MIGRATIONS: list[Callable[[Operations], None]] = [_v1_initial, _v2_keys_and_projects]
 
 
 def migrate(conn: Connection) -> int:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.finetune.cli",
         "Fine-tune (sft|dpo|kto) with LoRA/QLoRA; merge or quantize.",
     ),
+    "keys": ("llmloop.serve.auth.cli", "Create, list and revoke scoped API keys."),
     "models": ("llmloop.models_cli", "List base models and adapters in the registry."),
     "rag": ("llmloop.rag.cli", "Index documents and query them (dense + BM25)."),
     "safety": ("llmloop.safety.cli", "Scan text for PII and classify harmful content."),

@@ -43,6 +43,13 @@ class AuthenticationError(APIError):
     type = "authentication_error"
 
 
+class PermissionDeniedError(APIError):
+    """A valid key without the scope the route needs."""
+
+    status_code = HTTPStatus.FORBIDDEN
+    type = "permission_error"
+
+
 class NotFoundError(APIError):
     status_code = HTTPStatus.NOT_FOUND
     type = "not_found_error"

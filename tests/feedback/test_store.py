@@ -1,8 +1,11 @@
 """The store against real SQLite and real PostgreSQL: the same schema and the same answers."""
 
 import pytest
+from sqlalchemy import inspect
 
+from llmloop.feedback import schema
 from llmloop.feedback.errors import InvalidFeedbackError, UnknownCompletionError
+from llmloop.feedback.schema import MIGRATIONS
 from llmloop.feedback.store import ConversationFilter, Feedback, FeedbackStore
 
 
@@ -15,7 +18,20 @@ def store(db_url):
 
 
 def test_migrate_is_idempotent(store):
-    assert store.migrate() == store.migrate() == 1
+    assert store.migrate() == store.migrate() == len(MIGRATIONS)
+
+
+def test_a_first_version_database_upgrades_in_place(db_url, make_record, monkeypatch):
+    old = FeedbackStore(db_url)
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS[:1])
+    old.migrate()
+    old.insert_records([make_record(1)])
+    monkeypatch.setattr(schema, "MIGRATIONS", MIGRATIONS)
+    assert old.migrate() == len(MIGRATIONS)
+    columns = {c["name"] for c in inspect(old.engine).get_columns("completions")}
+    assert "project" in columns and "api_keys" in inspect(old.engine).get_table_names()
+    assert old.get("chatcmpl-00000001")["output"] == "answer 1"
+    old.close()
 
 
 def test_insert_skips_ids_already_stored(store, make_record):

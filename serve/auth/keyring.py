@@ -1,0 +1,54 @@
+"""The keys one server accepts: the operator's ``--api-key`` secrets (admin) and the database's,
+re-read every ``REFRESH_INTERVAL_S`` so created and revoked keys take effect without a restart."""
+
+import asyncio
+import logging
+
+from llmloop.serve.auth.keys import ApiKey, KeyStore, hash_secret, key_id
+
+logger = logging.getLogger(__name__)
+
+REFRESH_INTERVAL_S = 2.0
+"""The contract gives a running server 5 s to see a new or revoked key; one refresh may fail."""
+
+
+class KeyRing:
+    def __init__(self, operator_secrets: tuple[str, ...] = (), store: KeyStore | None = None):
+        self.store = store
+        self._operator = {
+            digest: ApiKey(id=key_id(digest), name="--api-key", scopes=frozenset({"admin"}))
+            for digest in map(hash_secret, operator_secrets)
+        }
+        self._stored: dict[str, ApiKey] = {}
+        # Until the database has answered, assume it holds keys: fail closed.
+        self._any_stored = store is not None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests need a key: once any key was made (or the database is unread)."""
+        return bool(self._operator) or self._any_stored
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        # A dict lookup by the secret's hash: its timing tells nothing about any stored secret.
+        digest = hash_secret(secret)
+        return self._operator.get(digest) or self._stored.get(digest)
+
+    def refresh(self) -> None:
+        """Re-read the database's active keys (blocking: call from a thread)."""
+        if self.store is None:
+            return
+        # one assignment each: a request sees the old set or the new one, whole
+        self._stored, self._any_stored = self.store.active_by_hash()
+
+    async def keep_fresh(self) -> None:
+        """Refresh forever; a failed read keeps the keys last read (or fails closed at start)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception as e:
+                logger.warning("could not re-read API keys from the database: %s", e)
+            await asyncio.sleep(REFRESH_INTERVAL_S)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
