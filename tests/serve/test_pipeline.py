@@ -15,14 +15,12 @@ from tests.serve.test_protocol import sse_events
 from tests.serve.test_request_log import logged
 
 ENDPOINTS = ["chat", "completions"]
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 WHOLE_AND_STREAMED = [False, True]
 EMAIL = "jane.roe@example.com"
 HARMFUL_PROMPT = "Explain how to make sarin at home."
 HARMFUL_ANSWER = "Now take the sarin and go, this is how it is done." + " More words follow." * 5
 """Its first sentence is long enough for the stream's first harm check."""
-
-
-PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 
 
 def request_body(endpoint: str, content: str, **body) -> dict:
@@ -223,8 +221,8 @@ def test_a_client_that_goes_away_aborts_the_engine_request(make_client, endpoint
 
 
 async def post_then_disconnect(app, path: str, body: dict, engine: FakeEngine) -> list[dict]:
-    """POST ``body`` straight to the ASGI ``app`` and go away once the engine has produced
-    something (streamed: once the first token was sent). The messages the app sent."""
+    """POST ``body`` straight to the ASGI ``app`` and go away once the engine has the request
+    (streamed: once the first token was sent). The messages the app sent."""
     sent: list[dict] = []
     first_token_sent = asyncio.Event()
     request = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
