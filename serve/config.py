@@ -21,8 +21,10 @@ class EngineConfig:
     """The base model directory (HF format, on disk)."""
     served_model_name: str
     """The name clients put in `model` for the base model."""
-    dtype: str = "bfloat16"
-    """Weights and activations dtype (vLLM --dtype)."""
+    dtype: str = "auto"
+    """Weights and activations dtype (vLLM --dtype). auto: bfloat16 on GPUs and on CPUs with
+    native bf16 (avx512_bf16 or amx_bf16), float32 on other CPUs, where bf16 is emulated and
+    several times slower; the choice and its reason are logged at start."""
     max_model_len: int | None = None
     """Context length per sequence, prompt + output tokens (default: the model's, capped at 8192 on CPU)."""
     max_num_seqs: int = 64
@@ -53,7 +55,7 @@ class EngineConfig:
     max_loras: int = 4
     """Adapters usable in the same batch."""
     max_cpu_loras: int | None = None
-    """Adapters kept loaded in memory (default: max_loras)."""
+    """Adapters kept loaded in memory (default: --max-loras)."""
     seed: int = 0
     """Engine seed (per-request `seed` still decides a request's sampling)."""
 
@@ -85,7 +87,8 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     """On SIGTERM, how long in-flight requests may take to finish before the server exits."""
     db_url: str | None = None
-    """Request/feedback log database URL (SQLite path URL or postgresql://...); None: the default."""
+    """Request/feedback log database URL (default: SQLite at $LLMLOOP_HOME/llmloop.db; or
+    postgresql://...)."""
     store_requests: bool = True
     """Log every completion (requests can still opt out with `store: false`)."""
     rag_index: str | None = None

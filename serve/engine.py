@@ -7,6 +7,7 @@ caching, multi-LoRA) behind the interface of ``serve.engine_api``.
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from vllm.sampling_params import BeamSearchParams, RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineGenerateError
 
+from llmloop.hardware import cpu_dtype, read_cpuinfo, usable_cores, vllm_cpu_thread_env
 from llmloop.serve.config import EngineConfig
 from llmloop.serve.engine_api import (
     EngineOutput,
@@ -40,8 +42,9 @@ logger = logging.getLogger(__name__)
 _GiB = 1 << 30
 
 
-def build_engine_args(config: EngineConfig) -> AsyncEngineArgs:
-    """vLLM engine arguments for ``config``; CPU gets a fixed KV-cache budget (see below)."""
+def build_engine_args(config: EngineConfig, dtype: str) -> AsyncEngineArgs:
+    """vLLM engine arguments for ``config`` with ``dtype`` resolved (``resolve_dtype``); CPU gets
+    a fixed KV-cache budget (see below)."""
     kv_cache_memory_bytes = config.kv_cache_memory_bytes
     if kv_cache_memory_bytes is None and current_platform.is_cpu():
         # On CPU, --gpu-memory-utilization is a fraction of the whole NUMA node's RAM (0.92 by
@@ -52,7 +55,7 @@ def build_engine_args(config: EngineConfig) -> AsyncEngineArgs:
         model=str(config.model_dir),
         served_model_name=[config.served_model_name],
         tokenizer=str(config.model_dir),
-        dtype=config.dtype,
+        dtype=dtype,
         max_model_len=config.max_model_len,
         max_num_seqs=config.max_num_seqs,
         max_num_queued_reqs=config.max_num_seqs + config.max_waiting_requests,
@@ -74,6 +77,33 @@ def build_engine_args(config: EngineConfig) -> AsyncEngineArgs:
     )
 
 
+def resolve_dtype(dtype: str) -> tuple[str, str]:
+    """``(dtype, reason)``: ``--dtype auto`` is bfloat16 on GPUs (as vLLM runs them) and on CPUs
+    with native bf16, float32 on other CPUs (see ``llmloop.hardware.cpu_dtype``)."""
+    if dtype != "auto":
+        return dtype, "--dtype says so"
+    if not current_platform.is_cpu():
+        return "bfloat16", f"--dtype auto on {current_platform.device_name}"
+    chosen, reason = cpu_dtype(read_cpuinfo())
+    return chosen, f"--dtype auto on CPU: {reason}"
+
+
+def set_cpu_thread_defaults() -> None:
+    """On a small CPU host, give vllm-cpu's model threads every core (see
+    ``llmloop.hardware.vllm_cpu_thread_env``); the engine's processes inherit the environment."""
+    if not current_platform.is_cpu():
+        return
+    num_cores = usable_cores()
+    chosen = vllm_cpu_thread_env(os.environ, num_cores)
+    os.environ.update(chosen)
+    settings = ", ".join(
+        f"{name}={os.environ.get(name, '(vLLM default)')}"
+        + (f" (chosen for {num_cores} usable cores)" if name in chosen else "")
+        for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND")
+    )
+    logger.info("CPU engine threads: %s", settings)
+
+
 class VllmEngine:
     """``llmloop.serve.engine_api.Engine`` over vLLM's in-process ``AsyncLLM``."""
 
@@ -93,7 +123,10 @@ class VllmEngine:
     @classmethod
     def from_config(cls, config: EngineConfig) -> "VllmEngine":
         """Start the engine (blocking: tens of seconds on CPU; call it from a worker thread)."""
-        return cls(AsyncLLM.from_engine_args(build_engine_args(config)), config)
+        dtype, reason = resolve_dtype(config.dtype)
+        logger.info("dtype %s: %s", dtype, reason)
+        set_cpu_thread_defaults()
+        return cls(AsyncLLM.from_engine_args(build_engine_args(config, dtype)), config)
 
     async def generate(
         self,
