@@ -6,12 +6,15 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from llmloop.config_docs import field_docs
+from llmloop.config_flags import add_field_flags
 from llmloop.evals.compare import Gate, check_release, compare_runs, format_table, load_run
 from llmloop.evals.report import write_report
 from llmloop.evals.runner import RunConfig, results_dict, run_eval
 from llmloop.evals.tasks import builtin_task_names, load_task
 from llmloop.paths import runs_dir
+
+# RunConfig fields without a flag of their own (tests/evals/test_cli_flags.py holds the others)
+FIELDS_WITHOUT_FLAG = {"out_dir": "--out, whose default depends on TASK and --model"}
 
 
 def main(argv: list[str]) -> int:
@@ -23,7 +26,11 @@ def run_command(args: argparse.Namespace) -> int:
     task = load_task(args.task, limit=args.limit)
     out_dir = Path(args.out) if args.out else default_run_dir(task.name, args.model)
     config = RunConfig(
-        **{f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "out_dir"},
+        **{
+            f.name: getattr(args, f.name)
+            for f in fields(RunConfig)
+            if f.name not in FIELDS_WITHOUT_FLAG
+        },
         out_dir=out_dir,
     )
     run = run_eval(task, config, show_progress=sys.stderr.isatty())
@@ -72,7 +79,6 @@ def _build_parser() -> argparse.ArgumentParser:
         "on a task, and compare runs before promoting an adapter.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    docs = field_docs(RunConfig)
 
     run = sub.add_parser(
         "run",
@@ -87,22 +93,16 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="TASK",
         help=f"task YAML file, or a built-in task name ({', '.join(builtin_task_names())})",
     )
-    run.add_argument("--base-url", required=True, help=docs["base_url"])
-    run.add_argument("--model", required=True, help=docs["model"])
+    add_field_flags(run, RunConfig, "base_url", "model")
     run.add_argument(
         "--out",
         metavar="DIR",
         help="Run directory (default: "
         "$LLMLOOP_HOME/runs/evals/TASK--MODEL); an unfinished run there resumes.",
     )
-    run.add_argument("--api-key", help=docs["api_key"])
-    run.add_argument(
-        "--concurrency", type=int, default=8, help=docs["concurrency"] + " (default: %(default)s)"
-    )
-    run.add_argument("--seed", type=int, default=0, help=docs["seed"] + " (default: %(default)s)")
-    run.add_argument("--max-retries", type=int, default=5, help=docs["max_retries"])
+    add_field_flags(run, RunConfig, "api_key", "concurrency", "seed", "max_retries")
     run.add_argument("--limit", type=int, help="Evaluate only the first N samples.")
-    run.add_argument("--fresh", action="store_true", help=docs["fresh"])
+    add_field_flags(run, RunConfig, "fresh")
     run.set_defaults(handler=run_command)
 
     compare = sub.add_parser(

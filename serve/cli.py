@@ -1,12 +1,14 @@
 """``llmloop serve``: the OpenAI-compatible server over vLLM (see ``llmloop serve --help``)."""
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from llmloop import registry
 from llmloop.config_docs import field_docs
+from llmloop.config_flags import add_field_flag, add_field_flags
 from llmloop.models import DEFAULT_MODEL, resolve_model
 from llmloop.serve.config import ConfigError, EngineConfig, ServerConfig
 from llmloop.serve.protocol import DEFAULTABLE_FIELDS
@@ -23,8 +25,18 @@ engine starts and 200 once it is ready; SIGTERM lets in-flight requests finish, 
 """
 
 
+# Fields that no flag sets 1:1: their flags are written by hand below, or they do not come
+# from the command line at all. tests/serve/test_cli_flags.py holds every other field to a flag.
+FIELDS_WITHOUT_FLAG: dict[str, str] = {
+    "model_dir": "--model, a name or dir resolved to a model dir",
+    "served_model_name": "--served-model-name, whose default is --model as given",
+    "api_keys": "--api-key, repeatable",
+    "adapters": "--adapter NAME=PATH, repeatable",
+    "default_sampling": "the model's generation_config.json",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    engine_doc, server_doc = field_docs(EngineConfig), field_docs(ServerConfig)
     parser = argparse.ArgumentParser(
         prog="llmloop serve",
         description="Serve a model and its LoRA adapters over the OpenAI API, on vLLM's engine "
@@ -50,129 +62,89 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="LoRA adapter to serve as model NAME (repeatable). NAME alone: the newest registered artifact of that name.",
     )
-    p.add_argument("--dtype", default="bfloat16", help=engine_doc["dtype"])
-    p.add_argument("--quantization", help=engine_doc["quantization"])
+    add_field_flags(p, EngineConfig, "dtype", "quantization")
 
     s = parser.add_argument_group("server")
-    s.add_argument("--host", default="127.0.0.1", help=server_doc["host"])
-    s.add_argument("--port", type=int, default=8000, help=server_doc["port"])
+    add_field_flags(s, ServerConfig, "host", "port")
     s.add_argument(
         "--api-key",
         action="extend",
         nargs="+",
         default=[],
         metavar="KEY",
-        help=server_doc["api_keys"],
+        help=field_docs(ServerConfig)["api_keys"],
     )
-    s.add_argument(
-        "--db",
-        help="Request/feedback log database URL (default: SQLite at $LLMLOOP_HOME/llmloop.db; or postgresql://...).",
+    add_field_flag(s, ServerConfig, "db_url", "--db")
+    add_field_flag(
+        s, ServerConfig, "store_requests", "--no-store", help="Do not log requests at all."
     )
-    s.add_argument("--no-store", action="store_true", help="Do not log requests at all.")
-    s.add_argument("--rag-index", help=server_doc["rag_index"])
-    s.add_argument("--safety", metavar="POLICY.yaml", help=server_doc["safety_policy"])
-    s.add_argument("--no-safety", action="store_true", help="Turn the safety layer off entirely.")
-    s.add_argument(
-        "--max-request-body-bytes",
-        type=int,
-        default=8 << 20,
-        help=server_doc["max_request_body_bytes"],
-    )
-    s.add_argument("--drain-timeout", type=float, default=30.0, help=server_doc["drain_timeout_s"])
+    add_field_flag(s, ServerConfig, "rag_index")
+    add_field_flag(s, ServerConfig, "safety_policy", "--safety", metavar="POLICY.yaml")
+    add_field_flag(s, ServerConfig, "safety", help="Turn the safety layer off entirely.")
+    add_field_flag(s, ServerConfig, "max_request_body_bytes")
+    add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument(
         "--disable-access-log", action="store_true", help="Do not log one line per HTTP request."
     )
 
     e = parser.add_argument_group("engine (vLLM options, passed through)")
-    e.add_argument("--max-num-seqs", type=int, default=64, help=engine_doc["max_num_seqs"])
-    e.add_argument(
-        "--max-waiting-requests", type=int, default=512, help=engine_doc["max_waiting_requests"]
+    add_field_flags(
+        e,
+        EngineConfig,
+        "max_num_seqs",
+        "max_waiting_requests",
+        "max_model_len",
+        "gpu_memory_utilization",
+        "kv_cache_memory_bytes",
     )
-    e.add_argument("--max-model-len", type=int, help=engine_doc["max_model_len"])
-    e.add_argument(
-        "--gpu-memory-utilization",
-        type=float,
-        default=0.9,
-        help=engine_doc["gpu_memory_utilization"],
-    )
-    e.add_argument("--kv-cache-memory-bytes", type=int, help=engine_doc["kv_cache_memory_bytes"])
-    e.add_argument(
-        "--tensor-parallel-size",
-        "-tp",
-        type=int,
-        default=1,
-        help=engine_doc["tensor_parallel_size"],
-    )
-    e.add_argument(
-        "--pipeline-parallel-size",
-        "-pp",
-        type=int,
-        default=1,
-        help=engine_doc["pipeline_parallel_size"],
-    )
-    e.add_argument(
-        "--data-parallel-size", "-dp", type=int, default=1, help=engine_doc["data_parallel_size"]
-    )
-    e.add_argument(
-        "--distributed-executor-backend",
-        choices=["mp", "ray"],
-        help=engine_doc["distributed_executor_backend"],
-    )
-    e.add_argument(
-        "--no-enforce-eager",
-        action="store_true",
+    add_field_flag(e, EngineConfig, "tensor_parallel_size", "--tensor-parallel-size", "-tp")
+    add_field_flag(e, EngineConfig, "pipeline_parallel_size", "--pipeline-parallel-size", "-pp")
+    add_field_flag(e, EngineConfig, "data_parallel_size", "--data-parallel-size", "-dp")
+    add_field_flag(e, EngineConfig, "distributed_executor_backend", choices=["mp", "ray"])
+    add_field_flag(
+        e,
+        EngineConfig,
+        "enforce_eager",
         help="Allow graph capture / torch.compile (GPU: faster steps, slower start).",
     )
-    e.add_argument(
-        "--enable-lora",
-        action="store_true",
+    add_field_flag(
+        e,
+        EngineConfig,
+        "enable_lora",
         help="Serve LoRA adapters: needed for /v1/load_lora_adapter; implied by --adapter. Off by "
         "default, as in vLLM: once enabled, the LoRA kernels run on every engine step.",
     )
-    e.add_argument("--max-lora-rank", type=int, default=64, help=engine_doc["max_lora_rank"])
-    e.add_argument("--max-loras", type=int, default=4, help=engine_doc["max_loras"])
-    e.add_argument("--seed", type=int, default=0, help=engine_doc["seed"])
+    add_field_flags(e, EngineConfig, "max_lora_rank", "max_loras", "max_cpu_loras", "seed")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    model_dir = resolve_model(args.model)
+    server_config, engine_config = build_configs(args)
+    return run_server(server_config, engine_config, args.log_level, not args.disable_access_log)
+
+
+def build_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
+    values = vars(args) | {"enable_lora": args.enable_lora or bool(args.adapter)}
     engine_config = EngineConfig(
-        model_dir=model_dir,
+        **_flag_values(EngineConfig, values),
+        model_dir=resolve_model(args.model),
         served_model_name=args.served_model_name or args.model,
-        dtype=args.dtype,
-        max_model_len=args.max_model_len,
-        max_num_seqs=args.max_num_seqs,
-        max_waiting_requests=args.max_waiting_requests,
-        enforce_eager=not args.no_enforce_eager,
-        gpu_memory_utilization=args.gpu_memory_utilization,
-        kv_cache_memory_bytes=args.kv_cache_memory_bytes,
-        tensor_parallel_size=args.tensor_parallel_size,
-        pipeline_parallel_size=args.pipeline_parallel_size,
-        data_parallel_size=args.data_parallel_size,
-        distributed_executor_backend=args.distributed_executor_backend,
-        quantization=args.quantization,
-        enable_lora=args.enable_lora or bool(args.adapter),
-        max_lora_rank=args.max_lora_rank,
-        max_loras=args.max_loras,
-        seed=args.seed,
     )
     server_config = ServerConfig(
-        host=args.host,
-        port=args.port,
+        **_flag_values(ServerConfig, values),
         api_keys=tuple(args.api_key),
         adapters=tuple(parse_adapter(spec) for spec in args.adapter),
-        max_request_body_bytes=args.max_request_body_bytes,
-        drain_timeout_s=args.drain_timeout,
-        db_url=args.db,
-        store_requests=not args.no_store,
-        rag_index=args.rag_index,
-        safety_policy=args.safety,
-        safety=not args.no_safety,
     )
-    return run_server(server_config, engine_config, args.log_level, not args.disable_access_log)
+    return server_config, engine_config
+
+
+def _flag_values(cls: type, values: dict) -> dict:
+    """The parsed flags that set fields of ``cls`` 1:1 (their ``dest`` is the field name)."""
+    return {
+        f.name: values[f.name] for f in dataclasses.fields(cls) if f.name not in FIELDS_WITHOUT_FLAG
+    }
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:
