@@ -10,6 +10,7 @@ from llmloop import registry
 from llmloop.config_docs import field_docs
 from llmloop.config_flags import add_field_flag, add_field_flags
 from llmloop.models import DEFAULT_MODEL, resolve_model
+from llmloop.preflight import check_serving_install
 from llmloop.serve.config import ConfigError, EngineConfig, ServerConfig
 from llmloop.serve.protocol import DEFAULTABLE_FIELDS
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    check_serving_install()
     server_config, engine_config = build_configs(args)
     return run_server(server_config, engine_config, args.log_level, not args.disable_access_log)
 
