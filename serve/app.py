@@ -13,15 +13,16 @@ import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmloop.feedback.log import RequestLog
 from llmloop.paths import default_db_url
+from llmloop.serve.auth.keyring import KeyRing
+from llmloop.serve.auth.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from llmloop.serve.config import ServerConfig
-from llmloop.serve.deps import require_api_key
 from llmloop.serve.engine_api import Engine
 from llmloop.serve.errors import (
     APIError,
@@ -57,10 +58,12 @@ def create_app(
     *,
     guardrails: Guardrails | None = None,
     retrieval: Retrieval | None = None,
+    keyring: KeyRing | None = None,
 ) -> FastAPI:
-    """``guardrails`` and ``retrieval`` replace the ones built from ``config`` (tests pass fakes;
-    the caller closes guardrails it passed). By default the safety layer loads in the lifespan
-    when ``config.safety`` is on, and retrieval opens ``config.rag_index`` on first use."""
+    """``guardrails``, ``retrieval`` and ``keyring`` replace the ones built from ``config`` (tests
+    pass fakes; the caller closes what it passed). By default the safety layer loads in the
+    lifespan when ``config.safety`` is on, retrieval opens ``config.rag_index`` on first use, and
+    the keyring holds ``--api-key`` and the log database's keys."""
     app = FastAPI(title="llmloop", version="0.1.0", lifespan=_lifespan)
     app.state.config = config
     app.state.engine = None
@@ -75,14 +78,17 @@ def create_app(
     app.state.harm_classifier = None  # /v1/moderations' own, when the safety layer is off
     app.state.lazy_load_lock = threading.Lock()
     app.state.retrieval = Retrieval(config.rag_index) if retrieval is None else retrieval
+    db_url = config.db_url or default_db_url()
+    app.state.owns_keyring = keyring is None
+    app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
+    app.state.rate_limiter = RateLimiter()
 
-    app.include_router(health.router)
-    protected = [Depends(require_api_key)]
-    routers = (models, chat, completions, embeddings, moderations, adapters)
-    for router in (module.router for module in routers):
-        app.include_router(router, dependencies=protected)
-    app.include_router(feedback_router)  # guards its data routes itself; the UI page is public
+    # Each router states the scope its routes need (serve/auth/deps.py); /health is public.
+    for module in (health, models, chat, completions, embeddings, moderations, adapters):
+        app.include_router(module.router)
+    app.include_router(feedback_router)
     _add_error_handlers(app)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)
     return app
 
@@ -90,17 +96,21 @@ def create_app(
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     config: ServerConfig = app.state.config
-    app.state.request_log = RequestLog(
-        config.db_url or default_db_url(), enabled=config.store_requests
-    )
+    db_url = config.db_url or default_db_url()
+    app.state.request_log = RequestLog(db_url, enabled=config.store_requests)
     await app.state.request_log.start()
+    await app.state.keyring.try_refresh()  # before the first request: keys apply from the start
+    keys = asyncio.create_task(app.state.keyring.keep_fresh())
     starting = asyncio.create_task(_start_engine(app))
     try:
         yield
     finally:
-        if not starting.done():
-            starting.cancel()
-        await asyncio.gather(starting, return_exceptions=True)
+        for task in (starting, keys):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(starting, keys, return_exceptions=True)
+        if app.state.owns_keyring:
+            app.state.keyring.close()
         await app.state.request_log.aclose()  # drained requests are logged before we exit
         if app.state.owns_guardrails and app.state.guardrails is not None:
             app.state.guardrails.close()

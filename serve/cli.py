@@ -4,6 +4,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 from llmloop import registry
@@ -136,7 +137,7 @@ def build_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]
     )
     server_config = ServerConfig(
         **_flag_values(ServerConfig, values),
-        api_keys=tuple(args.api_key),
+        api_keys=(*args.api_key, *filter(None, [os.environ.get("LLMLOOP_API_KEY")])),
         adapters=tuple(parse_adapter(spec) for spec in args.adapter),
     )
     return server_config, engine_config

@@ -79,7 +79,8 @@ class ServerConfig:
     port: int = 8000
     """TCP port to listen on."""
     api_keys: tuple[str, ...] = ()
-    """Accepted API keys (`Authorization: Bearer KEY`); none: no authentication."""
+    """Admin API keys (`Authorization: Bearer KEY`), beside the scoped keys of `llmloop keys` in
+    the log database; also read from $LLMLOOP_API_KEY. No key anywhere: no authentication."""
     adapters: tuple[tuple[str, str], ...] = ()
     """LoRA adapters to load at start, as (name, path)."""
     max_request_body_bytes: int = 8 << 20

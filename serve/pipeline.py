@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from llmloop.serve.auth.deps import request_key
 from llmloop.serve.deps import resolve_lora
 from llmloop.serve.engine_api import Engine, SamplingOptions, SequenceOutput, TokenLogprob
 from llmloop.serve.generation import generate_all, generate_stream
@@ -79,7 +80,7 @@ class ServeContext(ABC):
     citations: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.lora = resolve_lora(self.engine, self.body.model)
+        self.lora = resolve_lora(self.engine, self.body.model, request_key(self.request))
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.guardrails = self.request.app.state.guardrails
         self.redactor = self.guardrails.redactor() if self.guardrails else None
@@ -119,6 +120,8 @@ class ServeContext(ABC):
         return await self._full(options)
 
     def log(self, choices: list[dict], num_completion_tokens: int) -> None:
+        # what the key's tokens-per-minute limit charges once the response is done
+        self.request.state.num_tokens = self.num_prompt_tokens + num_completion_tokens
         log_completion(self, choices, num_completion_tokens)
 
     # -- whole answers ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The keys one server accepts: the operator's ``--api-key`` secrets (admin) and the database's,
-re-read every ``REFRESH_INTERVAL_S`` so created and revoked keys take effect without a restart."""
+"""The keys one server accepts: the operator's ``--api-key`` secrets (admin) and the log
+database's, re-read every ``REFRESH_INTERVAL_S`` so created and revoked keys take effect without
+a restart."""
 
 import asyncio
 import logging
@@ -13,15 +14,16 @@ REFRESH_INTERVAL_S = 2.0
 
 
 class KeyRing:
-    def __init__(self, operator_secrets: tuple[str, ...] = (), store: KeyStore | None = None):
-        self.store = store
+    def __init__(self, operator_secrets: tuple[str, ...] = (), db_url: str | None = None):
+        self.db_url = db_url
+        self._store: KeyStore | None = None
         self._operator = {
             digest: ApiKey(id=key_id(digest), name="--api-key", scopes=frozenset({"admin"}))
             for digest in map(hash_secret, operator_secrets)
         }
         self._stored: dict[str, ApiKey] = {}
         # Until the database has answered, assume it holds keys: fail closed.
-        self._any_stored = store is not None
+        self._any_stored = db_url is not None
 
     @property
     def enabled(self) -> bool:
@@ -34,21 +36,26 @@ class KeyRing:
         return self._operator.get(digest) or self._stored.get(digest)
 
     def refresh(self) -> None:
-        """Re-read the database's active keys (blocking: call from a thread)."""
-        if self.store is None:
+        """Re-read the database's keys (blocking: call from a thread)."""
+        if self.db_url is None:
             return
+        if self._store is None:
+            self._store = KeyStore(self.db_url)
         # one assignment each: a request sees the old set or the new one, whole
-        self._stored, self._any_stored = self.store.active_by_hash()
+        self._stored, self._any_stored = self._store.active_by_hash()
+
+    async def try_refresh(self) -> None:
+        """Refresh; a failed read keeps the keys last read (or stays closed at start)."""
+        try:
+            await asyncio.to_thread(self.refresh)
+        except Exception as e:
+            logger.warning("could not read API keys from the database: %s", e)
 
     async def keep_fresh(self) -> None:
-        """Refresh forever; a failed read keeps the keys last read (or fails closed at start)."""
         while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-            except Exception as e:
-                logger.warning("could not re-read API keys from the database: %s", e)
             await asyncio.sleep(REFRESH_INTERVAL_S)
+            await self.try_refresh()
 
     def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
+        if self._store is not None:
+            self._store.close()

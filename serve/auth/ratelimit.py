@@ -119,3 +119,24 @@ def _duration(seconds: float) -> str:
         return f"{math.ceil(seconds * 1000)}ms"
     minutes, secs = divmod(math.ceil(seconds), 60)
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+class RateLimitHeadersMiddleware:
+    """Adds the ``x-ratelimit-*`` headers ``limit_infer`` computed to the response it admitted
+    (pure ASGI: a streamed response keeps streaming)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message) -> None:
+            headers = scope.get("state", {}).get("ratelimit_headers")
+            if message["type"] == "http.response.start" and headers:
+                extra = [(k.encode(), v.encode()) for k, v in headers.items()]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -3,17 +3,18 @@
 import logging
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
 from llmloop import registry
+from llmloop.serve.auth.deps import require_admin
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.engine_api import Engine, EngineRequestError
 from llmloop.serve.errors import BadRequestError, NotFoundError
 from llmloop.serve.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
 logger = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_admin)])  # scope: admin
 
 
 @router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)

@@ -7,8 +7,9 @@ the log sees is redacted."""
 
 import dataclasses
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.engine_api import Tokenizer, TokenLogprob
 from llmloop.serve.errors import BadRequestError
@@ -32,7 +33,7 @@ from llmloop.serve.protocol import (
 from llmloop.serve.retrieval import last_user_text, with_sources
 from llmloop.serve.streaming import sse
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 _DEFAULT_OUTPUT_RESERVE = 512
 """Tokens kept free for the answer when sources are added and the request sets no max_tokens."""
 

@@ -6,8 +6,9 @@ the safety layer as in chat (``serve/pipeline.py``); the request log gets the re
 
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.engine_api import Engine, TokenLogprob
 from llmloop.serve.errors import BadRequestError
@@ -23,7 +24,7 @@ from llmloop.serve.protocol import (
 )
 from llmloop.serve.streaming import sse
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 
 
 @router.post("/v1/completions", response_model=CompletionResponse)

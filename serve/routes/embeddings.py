@@ -3,13 +3,14 @@
 import asyncio
 import base64
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from llmloop.models import DEFAULT_EMBEDDER
+from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.errors import BadRequestError, NotFoundError
 from llmloop.serve.protocol import Embedding, EmbeddingRequest, EmbeddingResponse, UsageInfo
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingResponse)

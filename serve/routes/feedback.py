@@ -1,10 +1,9 @@
 """HTTP: ``POST /v1/feedback``, the labelling UI at ``/ui/`` and its JSON API under ``/ui/api/``.
 
-The log comes from ``request.app.state.request_log``. The routes that read or write the log
-require the server's API key themselves (``llmloop.serve.deps.require_api_key``: a bearer token or the
-UI's cookie); the static page, script and style hold no data and stay public, so a browser can
-load the page and its login form before it has the key. Include this router without extra
-dependencies.
+The log comes from ``request.app.state.request_log``. Each route states its scope: feedback takes
+an infer or label key, the UI's JSON API a label key (a bearer token or the UI's cookie); the
+static page, script and style hold no data and stay public, so a browser can load the page and
+its login form before it has a key. Include this router without extra dependencies.
 """
 
 import json
@@ -19,14 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from llmloop.feedback.errors import FeedbackError, UnknownCompletionError
 from llmloop.feedback.log import RequestLog
 from llmloop.feedback.store import ConversationFilter, Feedback, parse_time
-from llmloop.serve.deps import require_api_key
+from llmloop.serve.auth.deps import require_infer_or_label, require_label
+from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.errors import BadRequestError, NotFoundError
 
 router = APIRouter()
 
 UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
-ApiKeyId = Annotated[str | None, Depends(require_api_key)]
-PROTECTED = [Depends(require_api_key)]
+FeedbackKey = Annotated[ApiKey | None, Depends(require_infer_or_label)]
+LABEL = [Depends(require_label)]  # scope: label
 PENDING_WRITE_TIMEOUT_S = 5.0
 """How long feedback on a just-returned completion waits for the writer to store it."""
 
@@ -63,10 +63,10 @@ class FeedbackRequest(BaseModel):
         }
     },
 )
-async def create_feedback(request: Request, api_key_id: ApiKeyId) -> dict:
+async def create_feedback(request: Request, key: FeedbackKey) -> dict:  # scope: infer or label
     body = _parse_feedback(await request.body())
     log = _request_log(request)
-    fb = Feedback(**body.model_dump(), api_key_id=api_key_id)
+    fb = Feedback(**body.model_dump(), api_key_id=key.id if key else None)
     try:
         return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
     except NotFoundError:
@@ -80,7 +80,7 @@ async def create_feedback(request: Request, api_key_id: ApiKeyId) -> dict:
 # -- the UI's JSON API --------------------------------------------------------------------------
 
 
-@router.get("/ui/api/conversations", dependencies=PROTECTED)
+@router.get("/ui/api/conversations", dependencies=LABEL)
 def list_conversations(
     request: Request,
     model: str | None = None,
@@ -108,7 +108,7 @@ def list_conversations(
     return page
 
 
-@router.get("/ui/api/conversations/{completion_id}", dependencies=PROTECTED)
+@router.get("/ui/api/conversations/{completion_id}", dependencies=LABEL)
 def get_conversation(request: Request, completion_id: str) -> dict:
     store = _request_log(request).store
     row = store.get(completion_id)
@@ -118,7 +118,7 @@ def get_conversation(request: Request, completion_id: str) -> dict:
     return row
 
 
-@router.get("/ui/api/models", dependencies=PROTECTED)
+@router.get("/ui/api/models", dependencies=LABEL)
 def list_models(request: Request) -> dict:
     return {"data": sorted(_request_log(request).store.models())}
 

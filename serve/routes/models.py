@@ -2,12 +2,13 @@
 
 import time
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
+from llmloop.serve.auth.deps import require_infer
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.protocol import ModelCard, ModelList
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(require_infer)])  # scope: infer
 _STARTED = int(time.time())
 
 

@@ -4,11 +4,12 @@
 import asyncio
 import uuid
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 
+from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.protocol import ModerationRequest, ModerationResponse, ModerationResult
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 MODERATION_MODEL = "llmloop-harm-minilm"
 
 

@@ -9,26 +9,31 @@ from llmloop.serve.errors import RateLimitError
 
 
 @pytest.fixture
-def store(tmp_path) -> KeyStore:
-    store = KeyStore(f"sqlite:///{tmp_path / 'keys.db'}")
+def db_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'keys.db'}"
+
+
+@pytest.fixture
+def store(db_url) -> KeyStore:
+    store = KeyStore(db_url)
     yield store
     store.close()
 
 
-def test_only_the_hash_is_stored_and_the_secret_authenticates(store: KeyStore, tmp_path) -> None:
+def test_only_the_hash_is_stored_and_the_secret_authenticates(store, db_url, tmp_path) -> None:
     key, secret = store.create("app", ["infer"], project="support", limits=KeyLimits(rpm=10))
     assert secret.startswith("sk-") and len(secret) > 40
     assert secret.encode() not in (tmp_path / "keys.db").read_bytes()
     assert store.active_by_hash() == ({hash_secret(secret): key}, True)
-    ring = KeyRing(store=store)
+    ring = KeyRing(db_url=db_url)
     ring.refresh()
     assert ring.authenticate(secret) == key
     assert ring.authenticate(secret + "x") is None
 
 
-def test_revoked_keys_stop_working_at_the_next_refresh(store: KeyStore) -> None:
+def test_revoked_keys_stop_working_at_the_next_refresh(store, db_url) -> None:
     _, secret = store.create("app", ["infer"])
-    ring = KeyRing(store=store)
+    ring = KeyRing(db_url=db_url)
     ring.refresh()
     store.revoke("app")
     assert ring.authenticate(secret) is not None  # until the refresh
@@ -37,8 +42,8 @@ def test_revoked_keys_stop_working_at_the_next_refresh(store: KeyStore) -> None:
     assert ring.enabled  # revoking the last key does not open the server
 
 
-def test_a_ring_is_open_only_when_no_key_exists_anywhere(store: KeyStore) -> None:
-    unread = KeyRing(store=store)
+def test_a_ring_is_open_only_when_no_key_exists_anywhere(store, db_url) -> None:
+    unread = KeyRing(db_url=db_url)
     assert unread.enabled  # the database has not answered: fail closed
     unread.refresh()
     assert not unread.enabled
