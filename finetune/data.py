@@ -6,7 +6,6 @@ Row formats: ``{"messages": [{"role", "content", "weight"?}, ...]}`` (OpenAI cha
 format; ``weight: 0`` excludes an assistant turn from the loss) and ``{"prompt", "completion"}``.
 """
 
-import hashlib
 import json
 import random
 import sys
@@ -18,6 +17,7 @@ import torch
 
 from llmloop.finetune.config import DataConfig
 from llmloop.finetune.errors import DataError
+from llmloop.hashing import sha256_file
 
 IGNORE_INDEX = -100
 """Label of a token that carries no loss (prompt, padding); PyTorch cross-entropy's ignore_index."""
@@ -243,14 +243,6 @@ def report_bad_rows(path: Path, bad: list[tuple[int, str]], policy: str) -> None
         print(f"{path}:{line_no}: {why} (skipped)", file=sys.stderr)
     if len(bad) > MAX_REPORTED_BAD_ROWS:
         print(f"{path}: {len(bad) - MAX_REPORTED_BAD_ROWS} more bad rows skipped", file=sys.stderr)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from llmloop.errors import ModelNotFoundError
+from llmloop.hashing import sha256_file
 from llmloop.paths import models_dir
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -80,7 +81,10 @@ def prepare_default_model() -> Path:
         staging = Path(tmp) / DEFAULT_MODEL
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        source = {"source": f"{_DEFAULT_MODEL_PACKAGE}/{gguf_file}", "sha256": _sha256(gguf_path)}
+        source = {
+            "source": f"{_DEFAULT_MODEL_PACKAGE}/{gguf_file}",
+            "sha256": sha256_file(gguf_path),
+        }
         (staging / SOURCE_FILE).write_text(json.dumps(source, indent=2))
         if not (target / "config.json").exists():  # another process may have won the race
             shutil.rmtree(target, ignore_errors=True)
@@ -101,7 +105,7 @@ def model_hash(model_dir: Path) -> str:
         return json.loads(source.read_text())["sha256"]
     digest = hashlib.sha256()
     for weights in sorted(model_dir.glob("*.safetensors")):
-        digest.update(bytes.fromhex(_sha256(weights)))
+        digest.update(bytes.fromhex(sha256_file(weights)))
     return digest.hexdigest()
 
 
@@ -127,11 +131,3 @@ def _package_dir(module: str) -> Path:
     if not _is_installed(module):
         check_model_wheels()
     return Path(importlib.util.find_spec(module).origin).parent  # type: ignore[union-attr]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

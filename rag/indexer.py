@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from llmloop.hashing import sha256_file
 from llmloop.rag import index as files
 from llmloop.rag.bm25 import tokenize
 from llmloop.rag.chunking import CHUNKER_VERSION, Chunk, ChunkingConfig, chunk_document
@@ -20,7 +21,7 @@ from llmloop.rag.embed import Embedder
 from llmloop.rag.errors import NothingToIndexError, UnreadableFileError
 from llmloop.rag.index import IndexConfig
 from llmloop.rag.layout import discard, find_live_version_dir, new_version_dir, publish
-from llmloop.rag.loaders import file_hash, find_files, load
+from llmloop.rag.loaders import find_files, load
 
 
 @dataclass
@@ -67,7 +68,7 @@ def index_paths(
     for path in tqdm(sources, desc=f"reading {name}", unit="file", disable=not show_progress):
         source = str(path)
         try:
-            digests[source] = file_hash(path)
+            digests[source] = sha256_file(path)
             if previous.hashes.get(source) == digests[source]:
                 kept_chunks.extend(previous.chunks[i] for i in previous.rows[source])
                 kept_rows.extend(previous.rows[source])

@@ -45,10 +45,6 @@ def find_files(paths: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def load(path: Path) -> Document:
     """Read one file; UnreadableFileError when it cannot be parsed or holds no text."""
     reader = _READERS.get(path.suffix.lower())

@@ -9,12 +9,12 @@ the same data and embedder give the same head.
 """
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from llmloop.hashing import sha256_file
 from llmloop.safety.errors import SafetyError
 from llmloop.safety.harm import (
     BENIGN,
@@ -61,7 +61,7 @@ def train(data_path: Path, int8: bool = False) -> HarmHead:
         + (", linear layers int8 (torch quantize_dynamic)" if int8 else ""),
         "model": f"sklearn LogisticRegression(C={C}, class_weight=balanced), softmax",
         "training_data": data_path.name,
-        "training_data_sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
+        "training_data_sha256": sha256_file(data_path),
         "num_examples": {name: int((y == i).sum()) for i, name in enumerate(classes)},
         "cross_validation": {
             "folds": 5,
