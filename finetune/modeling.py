@@ -59,26 +59,31 @@ def nf4_config(compute_dtype: torch.dtype = torch.float32):
 
 def add_lora(model, config: LoraConfig, seed: int):
     """Wrap ``model`` with a seeded, freshly initialised LoRA adapter (only it is trainable)."""
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
+
+    torch.manual_seed(seed)
+    try:
+        return get_peft_model(model, peft_lora_config(config))
+    except ValueError as e:
+        raise ConfigError(f"--target-modules {config.target_modules!r}: {e}") from e
+
+
+def peft_lora_config(config: LoraConfig):
+    """PEFT's ``LoraConfig`` for a causal LM: the one place our LoRA knobs become PEFT's."""
+    from peft import LoraConfig as PeftLoraConfig
 
     target_modules = (
         "all-linear"
         if config.target_modules == "all-linear"
         else [m.strip() for m in config.target_modules.split(",") if m.strip()]
     )
-    peft_config = PeftLoraConfig(
+    return PeftLoraConfig(
         r=config.r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=target_modules,
         task_type="CAUSAL_LM",
     )
-    torch.manual_seed(seed)
-    try:
-        return get_peft_model(model, peft_config)
-    except ValueError as e:
-        raise ConfigError(f"--target-modules {config.target_modules!r}: {e}") from e
 
 
 def base_name(base_dir: Path, requested: str) -> str:

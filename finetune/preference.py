@@ -16,7 +16,7 @@ from llmloop.finetune.artifact import write_artifact
 from llmloop.finetune.config import PreferenceRunConfig
 from llmloop.finetune.data import data_manifest, read_jsonl, report_bad_rows
 from llmloop.finetune.errors import ConfigError, DataError
-from llmloop.finetune.modeling import load_base, resolve_mixed_precision
+from llmloop.finetune.modeling import load_base, peft_lora_config, resolve_mixed_precision
 from llmloop.finetune.sft import check_data_file, check_output_dir
 
 REQUIRED_FIELDS = {
@@ -76,7 +76,6 @@ def load_preference_rows(method: str, path: Path, bad_rows: str) -> tuple[list[d
 def build_trainer(method, config: PreferenceRunConfig, model, tokenizer, rows, mixed_precision):
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
 
     if method == "dpo":
         from trl import DPOConfig as TrainerConfig
@@ -112,23 +111,18 @@ def build_trainer(method, config: PreferenceRunConfig, model, tokenizer, rows, m
         disable_tqdm=not sys.stderr.isatty(),
         **extra,
     )
-    lora = config.lora
-    target_modules = (
-        lora.target_modules
-        if lora.target_modules == "all-linear"
-        else [m.strip() for m in lora.target_modules.split(",")]
-    )
-    peft_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.lora_alpha,
-        lora_dropout=lora.lora_dropout,
-        target_modules=target_modules,
-        task_type="CAUSAL_LM",
-    )
-    return Trainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    # The adapter config goes to TRL, not a PeftModel: given a bare base model, TRL adds the adapter
+    # after seeding with args.seed, and its reference model is that base with the adapter switched
+    # off. A PeftModel would instead get a second, trainable-shaped "ref" adapter copied from ours.
+    try:
+        return Trainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=peft_lora_config(config.lora),
+        )
+    except ValueError as e:
+        if "target modules" not in str(e).lower():
+            raise
+        raise ConfigError(f"--target-modules {config.lora.target_modules!r}: {e}") from e

@@ -5,6 +5,7 @@ import pytest
 from llmloop.config_docs import field_docs
 from llmloop.finetune.config import SECTIONS, SFTConfig, load_recipe
 from llmloop.finetune.errors import ConfigError
+from llmloop.finetune.modeling import peft_lora_config
 
 RECIPES = sorted((Path(__file__).parents[2] / "finetune" / "recipes").glob("*.yaml"))
 
@@ -29,6 +30,19 @@ def test_flat_and_sectioned_settings_build_the_same_config():
     assert flat == nested
     assert flat.lora.r == 8 and flat.train.learning_rate == 1e-3
     assert flat.model.base == "smollm2-135m-instruct" and flat.lora.target_modules == "all-linear"
+
+
+@pytest.mark.parametrize(
+    ("target_modules", "expected"),
+    [("all-linear", "all-linear"), (" q_proj, v_proj ,", {"q_proj", "v_proj"})],
+)
+def test_lora_settings_become_peft_names(target_modules, expected):
+    lora = SFTConfig.from_flat(
+        {"data": "d", "output": "o", "r": 4, "lora_alpha": 8, "target_modules": target_modules}
+    ).lora
+    peft_config = peft_lora_config(lora)
+    assert (peft_config.r, peft_config.lora_alpha, peft_config.lora_dropout) == (4, 8, 0.05)
+    assert peft_config.target_modules == expected and peft_config.task_type == "CAUSAL_LM"
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import pytest
 
 from llmloop.finetune.artifact import ARTIFACT_FILES
 from llmloop.finetune.config import PreferenceRunConfig
+from llmloop.finetune.errors import ConfigError
 from llmloop.finetune.preference import train_preference
 from tests.finetune.conftest import write_jsonl
 
@@ -43,3 +44,12 @@ def test_preference_tuning_writes_a_complete_artifact(method, rows, train_home, 
     manifest = json.loads((output / "data_manifest.json").read_text())
     assert manifest["train_rows"] == 2 and manifest["files"][0]["rows_skipped"] == 1
     assert json.loads((output / "metrics.json").read_text())["train_steps"] == 1
+
+
+def test_a_wrong_target_module_names_the_flag(train_home, tmp_path):
+    data = write_jsonl(tmp_path / "dpo.jsonl", DPO_ROWS[:2])
+    config = PreferenceRunConfig.from_flat(
+        {"data": str(data), "output": str(tmp_path / "out"), "target_modules": "no_such_proj"}
+    )
+    with pytest.raises(ConfigError, match="--target-modules 'no_such_proj'"):
+        train_preference("dpo", config)
