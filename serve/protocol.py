@@ -300,7 +300,10 @@ class ModelList(OpenAIModel):
 
 class LoadLoRAAdapterRequest(OpenAIModel):
     lora_name: Annotated[str, Field(min_length=1, max_length=256)]
-    lora_path: Annotated[str, Field(min_length=1)]
+    lora_path: Annotated[str, Field(min_length=1, max_length=4096)]
+    """A registered adapter (``NAME`` or ``NAME@VERSION``) or a directory in the artifact store."""
+    load_inplace: bool = False
+    """Replace an adapter already served under ``lora_name`` (vLLM's name for it)."""
 
 
 class UnloadLoRAAdapterRequest(OpenAIModel):

@@ -36,11 +36,13 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def test_lora_dir(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random PEFT LoRA adapter on the default model (loaded by the shared server as ``test-lora``)."""
+def test_lora_dir(default_model_dir: Path) -> Path:
+    """A random PEFT LoRA adapter on the default model (loaded by the shared server as
+    ``test-lora``), in the artifact store: a server loads adapters at run time from there only."""
+    from llmloop.paths import adapters_dir
     from tests.servers import make_random_lora
 
-    return make_random_lora(default_model_dir, tmp_path_factory.mktemp("lora") / "test-lora")
+    return make_random_lora(default_model_dir, adapters_dir() / "test-lora")
 
 
 @pytest.fixture(scope="session")

@@ -199,10 +199,12 @@ def test_model_picks_the_adapter(make_client, tmp_path):
     assert client.engine.requests[-1][2] == "support"
 
 
-def test_load_and_unload_adapter(client, tmp_path):
-    (tmp_path / "adapter_config.json").write_text("{}")
+def test_load_and_unload_adapter(client, isolated_home):
+    adapter = isolated_home / "adapters" / "a1"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
     response = client.post(
-        "/v1/load_lora_adapter", json={"lora_name": "a1", "lora_path": str(tmp_path)}
+        "/v1/load_lora_adapter", json={"lora_name": "a1", "lora_path": str(adapter)}
     )
     assert response.status_code == 200, response.text
     assert "a1" in [m["id"] for m in client.get("/v1/models").json()["data"]]
