@@ -1,27 +1,39 @@
 """The dependencies routers declare: ``require_infer``, ``require_label``, ``require_admin``
 authenticate the request's key and check its scope (``admin`` carries them all);
 ``limit_infer`` also admits the request under the key's rate limits and frees its slot when
-the response is done (streams included)."""
+the response is done (streams included); ``require_key_unless`` guards what a config flag may
+open to everyone (``/metrics``, the API docs).
 
-from collections.abc import AsyncIterator, Callable
+A request authenticates with ``Authorization: Bearer KEY`` or, from the labelling UI, with its
+session cookie (``sessions.py``). A session only ever has the label scope, whatever its key's, and
+a write it authenticates must come from the server's own page: JSON, with our Origin. A browser
+attaches cookies to cross-site form posts too; it never attaches an Authorization header.
+"""
+
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
 from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.auth.keys import MAX_SECRET_CHARS, ApiKey
 from llmloop.serve.auth.ratelimit import RateLimiter, has_limits
+from llmloop.serve.auth.sessions import SESSION_COOKIE, SessionStore
 from llmloop.serve.errors import AuthenticationError, PermissionDeniedError
 
 Scope = Literal["infer", "label", "admin"]
-SESSION_COOKIE = "llmloop_api_key"
-"""The labelling UI's cookie, holding a label (or admin) key."""
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+"""Methods that change nothing, so need no CSRF check."""
 
 
-def require_scope(*scopes: Scope) -> Callable[[Request], ApiKey | None]:
+def require_scope(*scopes: Scope) -> Callable[[Request], Awaitable[ApiKey | None]]:
     """A dependency admitting keys with any of ``scopes``."""
 
-    def check(request: Request) -> ApiKey | None:
+    async def check(
+        request: Request,
+    ) -> ApiKey | None:  # async: FastAPI would run a def in a thread
         key = authenticate(request)
         if key is not None and not any(map(key.allows, scopes)):
             raise PermissionDeniedError(
@@ -60,17 +72,72 @@ def authenticate(request: Request) -> ApiKey | None:
     keyring: KeyRing = request.app.state.keyring
     if not keyring.enabled:
         return None
-    secret = bearer_token(request) or request.cookies.get(SESSION_COOKIE, "")
-    if not secret:
+    secret = bearer_token(request)
+    if secret:
+        key = authenticate_secret(keyring, secret)
+    elif SESSION_COOKIE in request.cookies:
+        key = session_key(request)
+        check_same_origin(request)
+    else:
         raise AuthenticationError(
             "missing API key: send `Authorization: Bearer YOUR_KEY`", code="invalid_api_key"
         )
-    key = keyring.authenticate(secret) if _well_formed(secret) else None
-    if key is None:
-        raise AuthenticationError("incorrect API key provided", code="invalid_api_key")
     request.state.api_key = key
     request.state.api_key_id = key.id
     return key
+
+
+def authenticate_secret(keyring: KeyRing, secret: str) -> ApiKey:
+    key = keyring.authenticate(secret) if _well_formed(secret) else None
+    if key is None:
+        raise AuthenticationError("incorrect API key provided", code="invalid_api_key")
+    return key
+
+
+def session_key(request: Request) -> ApiKey:
+    """The key the UI's session cookie stands for, narrowed to the label scope."""
+    sessions: SessionStore = request.app.state.sessions
+    key_id = sessions.key_id(request.cookies[SESSION_COOKIE])
+    key = request.app.state.keyring.by_id(key_id) if key_id else None
+    if key is None or not key.allows("label"):  # expired, logged out, or its key revoked
+        raise AuthenticationError(
+            "the session has ended: sign in again with your API key", code="invalid_api_key"
+        )
+    return dataclasses.replace(key, scopes=frozenset({"label"}))
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a cookie-authenticated write unless it is JSON sent from this server's own page:
+    a cross-site ``<form>`` can post text/plain with the cookie, but cannot set a JSON content
+    type (that needs CORS, which we never grant) nor forge Origin."""
+    if request.method in SAFE_METHODS:
+        return
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    origin = request.headers.get("origin") or request.headers.get("referer") or ""
+    try:
+        same_origin = bool(origin) and urlsplit(origin).netloc.lower() == _host(request)
+    except ValueError:  # e.g. "http://[::1": not our origin either
+        same_origin = False
+    if content_type != "application/json" or not same_origin:
+        raise PermissionDeniedError(
+            "a request signed in by the UI's session cookie must be JSON "
+            "(Content-Type: application/json) sent from this server's own page (Origin); "
+            "API clients send `Authorization: Bearer YOUR_KEY` instead",
+            code="csrf_check_failed",
+        )
+
+
+def require_key_unless(public_flag: str) -> Callable[[Request], Awaitable[ApiKey | None]]:
+    """A dependency admitting any valid key (any scope), or anyone when the server's config
+    field ``public_flag`` is on."""
+
+    async def check(request: Request) -> ApiKey | None:
+        if getattr(request.app.state.config, public_flag):
+            return None
+        return authenticate(request)
+
+    check.__name__ = f"require_key_unless_{public_flag}"
+    return check
 
 
 def request_key(request: Request) -> ApiKey | None:
@@ -81,6 +148,10 @@ def request_key(request: Request) -> ApiKey | None:
 def bearer_token(request: Request) -> str:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _host(request: Request) -> str:
+    return request.headers.get("host", "").strip().lower()
 
 
 def _well_formed(secret: str) -> bool:
