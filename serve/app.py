@@ -22,6 +22,7 @@ from llmloop.feedback.log import RequestLog
 from llmloop.paths import default_db_url
 from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.auth.ratelimit import RateLimiter, RateLimitHeadersMiddleware
+from llmloop.serve.auth.sessions import SessionStore
 from llmloop.serve.config import ServerConfig
 from llmloop.serve.engine_api import Engine
 from llmloop.serve.errors import (
@@ -42,8 +43,10 @@ from llmloop.serve.routes import (
     health,
     models,
     moderations,
+    session,
 )
 from llmloop.serve.routes.feedback import router as feedback_router
+from llmloop.serve.security_headers import EVERY_RESPONSE, SecurityHeadersMiddleware
 
 logger = logging.getLogger("llmloop.serve")
 
@@ -82,14 +85,17 @@ def create_app(
     app.state.owns_keyring = keyring is None
     app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
     app.state.rate_limiter = RateLimiter()
+    app.state.sessions = SessionStore()
 
     # Each router states the scope its routes need (serve/auth/deps.py); /health is public.
     for module in (health, models, chat, completions, embeddings, moderations, adapters):
         app.include_router(module.router)
     app.include_router(feedback_router)
+    app.include_router(session.router)
     _add_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every response, 413s included
     return app
 
 
@@ -164,9 +170,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return await api_error(
+        response = await api_error(
             request, InternalServerError("internal server error; see the server log")
         )
+        # Starlette renders this outside every middleware, SecurityHeadersMiddleware included.
+        response.headers.update({k.decode(): v.decode() for k, v in EVERY_RESPONSE})
+        return response
 
 
 def _to_bad_request(exc: RequestValidationError) -> BadRequestError:

@@ -22,6 +22,7 @@ class KeyRing:
             for digest in map(hash_secret, operator_secrets)
         }
         self._stored: dict[str, ApiKey] = {}
+        self._by_id = {key.id: key for key in self._operator.values()}
         # Until the database has answered, assume it holds keys: fail closed.
         self._any_stored = db_url is not None
 
@@ -35,6 +36,10 @@ class KeyRing:
         digest = hash_secret(secret)
         return self._operator.get(digest) or self._stored.get(digest)
 
+    def by_id(self, key_id: str) -> ApiKey | None:
+        """The active key with this id (what a UI session stands for); None once revoked."""
+        return self._by_id.get(key_id)
+
     def refresh(self) -> None:
         """Re-read the database's keys (blocking: call from a thread)."""
         if self.db_url is None:
@@ -42,7 +47,9 @@ class KeyRing:
         if self._store is None:
             self._store = KeyStore(self.db_url)
         # one assignment each: a request sees the old set or the new one, whole
-        self._stored, self._any_stored = self._store.active_by_hash()
+        stored, self._any_stored = self._store.active_by_hash()
+        self._by_id = {key.id: key for key in [*stored.values(), *self._operator.values()]}
+        self._stored = stored
 
     async def try_refresh(self) -> None:
         """Refresh; a failed read keeps the keys last read (or stays closed at start)."""

@@ -1,7 +1,8 @@
 """HTTP: ``POST /v1/feedback``, the labelling UI at ``/ui/`` and its JSON API under ``/ui/api/``.
 
 The log comes from ``request.app.state.request_log``. Each route states its scope: feedback takes
-an infer or label key, the UI's JSON API a label key (a bearer token or the UI's cookie); the
+an infer or label key, the UI's JSON API a label key (a bearer token or the UI's session cookie,
+see ``session.py``); the UI posts its feedback to ``/ui/api/feedback``, where that cookie goes; the
 static page, script and style hold no data and stay public, so a browser can load the page and
 its login form before it has a key. Include this router without extra dependencies.
 """
@@ -26,6 +27,7 @@ router = APIRouter()
 
 UI_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 FeedbackKey = Annotated[ApiKey | None, Depends(require_infer_or_label)]
+LabelKey = Annotated[ApiKey | None, Depends(require_label)]
 LABEL = [Depends(require_label)]  # scope: label
 PENDING_WRITE_TIMEOUT_S = 5.0
 """How long feedback on a just-returned completion waits for the writer to store it."""
@@ -54,15 +56,15 @@ class FeedbackRequest(BaseModel):
         return self
 
 
-@router.post(
-    "/v1/feedback",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
-        }
-    },
-)
+FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": FeedbackRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post("/v1/feedback", openapi_extra=FEEDBACK_BODY)
 async def create_feedback(request: Request, key: FeedbackKey) -> dict:  # scope: infer or label
     body = _parse_feedback(await request.body())
     log = _request_log(request)
@@ -78,6 +80,12 @@ async def create_feedback(request: Request, key: FeedbackKey) -> dict:  # scope:
 
 
 # -- the UI's JSON API --------------------------------------------------------------------------
+
+
+@router.post("/ui/api/feedback", openapi_extra=FEEDBACK_BODY)
+async def create_feedback_from_ui(request: Request, key: LabelKey) -> dict:  # scope: label
+    """``POST /v1/feedback`` where the UI's session cookie (``Path=/ui``) is sent."""
+    return await create_feedback(request, key)
 
 
 @router.get("/ui/api/conversations", dependencies=LABEL)

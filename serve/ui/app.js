@@ -1,5 +1,6 @@
-// The labelling UI: vanilla JS over /ui/api/* and POST /v1/feedback. Logged text is only ever
-// inserted with textContent, never as HTML: prompts and answers come from anyone with a key.
+// The labelling UI: vanilla JS over /ui/api/* (feedback too: the session cookie goes to /ui only).
+// Logged text is only ever inserted with textContent, never as HTML: prompts and answers come from
+// anyone with a key.
 "use strict";
 
 const PAGE_SIZE = 50;
@@ -18,6 +19,9 @@ const $ = (id) => document.getElementById(id);
 async function api(path, options = {}) {
   const response = await fetch(path, {
     credentials: "same-origin",
+    // The page's policy is no-referrer; the server checks a write's Origin (or Referer) against
+    // its own, and with no-referrer a browser may send `Origin: null`.
+    referrerPolicy: "same-origin",
     headers: { "Content-Type": "application/json" },
     ...options,
   });
@@ -33,7 +37,7 @@ async function api(path, options = {}) {
 
 async function sendFeedback(fields) {
   const body = { completion_id: state.current.id, ...fields };
-  await api("/v1/feedback", { method: "POST", body: JSON.stringify(body) });
+  await api("/ui/api/feedback", { method: "POST", body: JSON.stringify(body) });
   toast("saved");
   await openConversation(state.current.id);
   await loadPage(/* keepSelection */ true);
@@ -194,7 +198,7 @@ function pick(side) {
   if ($("compare-pane").hidden || !state.sibling) return;
   const [winner, loser] =
     side === "left" ? [state.current.id, state.sibling.id] : [state.sibling.id, state.current.id];
-  api("/v1/feedback", {
+  api("/ui/api/feedback", {
     method: "POST",
     body: JSON.stringify({ completion_id: winner, preferred_over: loser }),
   })
@@ -235,13 +239,24 @@ function onKey(event) {
   Promise.resolve(action()).catch(showError);
 }
 
-function login(event) {
+// The key goes to the server once, which answers with an HttpOnly session cookie: no script on
+// the page (ours or an injected one) can read the key or the session.
+async function login(event) {
   event.preventDefault();
   const key = $("api-key").value.trim();
   if (!key) return;
-  document.cookie = `llmloop_api_key=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+  const response = await fetch("/ui/api/session", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { Authorization: `Bearer ${key}` },
+  });
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    return toast(body.error?.message || response.statusText, true);
+  }
+  $("api-key").value = "";
   $("login").hidden = true;
-  init();
+  await init();
 }
 
 function el(tag, props, children) {
@@ -285,7 +300,7 @@ function debounce(fn, ms) {
 }
 
 document.addEventListener("keydown", onKey);
-$("login-form").addEventListener("submit", login);
+$("login-form").addEventListener("submit", (e) => login(e).catch(showError));
 $("filters").addEventListener("change", resetAndLoad);
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 $("q").addEventListener("input", debounce(resetAndLoad, 250));

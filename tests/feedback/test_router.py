@@ -80,8 +80,8 @@ def test_unknown_ids_are_404(client):
 def test_the_api_needs_the_key_but_the_page_does_not(client):
     assert post(client, {"completion_id": "chatcmpl-00000001", "rating": 1}, {}).status_code == 401
     assert client.get("/ui/api/conversations").status_code == 401
-    client.cookies.set("llmloop_api_key", KEY)  # what the UI's login form stores
-    assert client.get("/ui/api/conversations").status_code == 200
+    assert client.post("/ui/api/session", headers=AUTH).status_code == 200  # the UI's login form
+    assert client.get("/ui/api/conversations").status_code == 200  # by its session cookie
     client.cookies.clear()
     page = client.get("/ui/")
     assert page.status_code == 200 and "login-form" in page.text

@@ -91,6 +91,11 @@ def test_label_correct_compare_and_export(browser, site, tmp_path):
     page.fill("#api-key", KEY)
     page.click("#login-submit")
     expect(page.locator("#total")).to_have_text("5 conversations")
+    # signed in by an HttpOnly session cookie: no script can read it, and it is not the key
+    assert page.evaluate("document.cookie") == ""
+    (cookie,) = page.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["path"]) == ("llmloop_session", True, "/ui")
+    assert KEY not in cookie["value"]
     # logged text is shown as text, never run as HTML
     expect(page.locator("#list li").last.locator(".prompt")).to_have_text("<b>not bold</b>")
 
