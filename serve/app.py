@@ -39,6 +39,7 @@ from llmloop.serve.routes import (
     adapters,
     chat,
     completions,
+    docs,
     embeddings,
     health,
     models,
@@ -67,7 +68,15 @@ def create_app(
     pass fakes; the caller closes what it passed). By default the safety layer loads in the
     lifespan when ``config.safety`` is on, retrieval opens ``config.rag_index`` on first use, and
     the keyring holds ``--api-key`` and the log database's keys."""
-    app = FastAPI(title="llmloop", version="0.1.0", lifespan=_lifespan)
+    # The docs routes are our own (serve/routes/docs.py): behind a key unless --public-docs.
+    app = FastAPI(
+        title="llmloop",
+        version="0.1.0",
+        lifespan=_lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.config = config
     app.state.engine = None
     app.state.engine_factory = engine_factory
@@ -92,6 +101,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(feedback_router)
     app.include_router(session.router)
+    app.include_router(docs.router)
     _add_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)

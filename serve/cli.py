@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(s, ServerConfig, "rag_index")
     add_field_flag(s, ServerConfig, "safety_policy", "--safety", metavar="POLICY.yaml")
     add_field_flag(s, ServerConfig, "safety", help="Turn the safety layer off entirely.")
+    add_field_flags(s, ServerConfig, "public_metrics", "public_docs")
     add_field_flag(s, ServerConfig, "max_request_body_bytes")
     add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

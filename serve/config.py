@@ -100,6 +100,12 @@ class ServerConfig:
     """Apply the safety layer (PII redaction, harmful-content filter) on input and output."""
     default_sampling: dict = field(default_factory=dict)
     """Server defaults for sampling fields a request leaves unset (request > server > OpenAI)."""
+    public_metrics: bool = False
+    """Serve /metrics and /version without a key (e.g. for a Prometheus that sends none). By
+    default they need a key (any scope) once the server has keys."""
+    public_docs: bool = False
+    """Serve /openapi.json, /docs and /redoc without a key. By default they need a key (any
+    scope) once the server has keys."""
 
     def __post_init__(self):
         if not 0 < self.port < 65536:

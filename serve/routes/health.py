@@ -1,13 +1,16 @@
-"""``/health`` (503 until the engine is ready), ``/metrics`` (Prometheus), ``/version``."""
+"""``/health`` (503 until the engine is ready; always public, for load balancers), ``/metrics``
+(Prometheus) and ``/version`` (behind a key once the server has keys, unless --public-metrics)."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from llmloop import __version__
+from llmloop.serve.auth.deps import require_key_unless
 from llmloop.serve.deps import get_engine
 from llmloop.serve.errors import EngineNotReadyError, OverloadedError
 
 router = APIRouter()
+METRICS = [Depends(require_key_unless("public_metrics"))]  # scope: any key, or none with the flag
 
 
 @router.get("/health")
@@ -24,13 +27,13 @@ async def health(request: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=METRICS)
 async def metrics(request: Request) -> Response:
     return Response(
         request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
 
 
-@router.get("/version")
+@router.get("/version", dependencies=METRICS)
 async def version() -> dict:
     return {"version": __version__}

@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, settings
 
 from llmloop.safety.harm import Classification
 from llmloop.serve.app import create_app
+from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.config import ServerConfig
 from tests.serve.fakes import FakeEngine
 
@@ -20,7 +21,10 @@ class StubClassifier:
 def make_app():
     """The app with its engine already in place; the lifespan (which would start and stop an
     engine around every fuzzed call) is answered without running it."""
-    app = create_app(ServerConfig(safety=False, store_requests=False), engine_factory=None)
+    # An open server (no keys): with keys, every fuzzed call would stop at the 401.
+    app = create_app(
+        ServerConfig(safety=False, store_requests=False), engine_factory=None, keyring=KeyRing()
+    )
     app.state.engine = FakeEngine()
     app.state.harm_classifier = StubClassifier()  # the real one: tests/serve/test_moderations.py
 
