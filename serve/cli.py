@@ -19,11 +19,15 @@ EPILOG = """\
 examples:
   llmloop serve                                   # the default model on 127.0.0.1:8000
   llmloop serve --adapter support=runs/support    # base model + a LoRA adapter (model="support")
-  llmloop serve --api-key "$KEY" --host 0.0.0.0   # require `Authorization: Bearer $KEY`
+  LLMLOOP_API_KEY="$KEY" llmloop serve --host 0.0.0.0   # require `Authorization: Bearer $KEY`
   llmloop serve --model /models/llama --tensor-parallel-size 4   # scale out (vLLM options)
 
 Clients use any OpenAI SDK with base_url http://HOST:PORT/v1. /health answers 503 while the
 engine starts and 200 once it is ready; SIGTERM lets in-flight requests finish, then exits.
+
+Secrets on the command line are visible to every user of the host (`ps`): pass keys as
+$LLMLOOP_API_KEY or --api-key-file, and a database URL with a password as $LLMLOOP_DB or
+--db-file.
 """
 
 
@@ -76,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help=field_docs(ServerConfig)["api_keys"],
     )
+    s.add_argument(
+        "--api-key-file",
+        metavar="PATH",
+        help="A file of admin API keys, one per line, read at start (`ps` does not show them).",
+    )
     add_field_flag(s, ServerConfig, "db_url", "--db")
+    s.add_argument(
+        "--db-file",
+        metavar="PATH",
+        help="A file holding the database URL, for one with a password (`ps` does not show it).",
+    )
     add_field_flag(
         s, ServerConfig, "store_requests", "--no-store", help="Do not log requests at all."
     )
@@ -130,7 +144,10 @@ def main(argv: list[str]) -> int:
 
 
 def build_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]:
-    values = vars(args) | {"enable_lora": args.enable_lora or bool(args.adapter)}
+    values = vars(args) | {
+        "enable_lora": args.enable_lora or bool(args.adapter),
+        "db_url": _db_url(args),
+    }
     engine_config = EngineConfig(
         **_flag_values(EngineConfig, values),
         model_dir=resolve_model(args.model),
@@ -138,7 +155,11 @@ def build_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]
     )
     server_config = ServerConfig(
         **_flag_values(ServerConfig, values),
-        api_keys=(*args.api_key, *filter(None, [os.environ.get("LLMLOOP_API_KEY")])),
+        api_keys=(
+            *args.api_key,
+            *(_read_secrets(args.api_key_file, "--api-key-file") if args.api_key_file else ()),
+            *filter(None, [os.environ.get("LLMLOOP_API_KEY")]),
+        ),
         adapters=tuple(parse_adapter(spec) for spec in args.adapter),
     )
     return server_config, engine_config
@@ -149,6 +170,27 @@ def _flag_values(cls: type, values: dict) -> dict:
     return {
         f.name: values[f.name] for f in dataclasses.fields(cls) if f.name not in FIELDS_WITHOUT_FLAG
     }
+
+
+def _db_url(args: argparse.Namespace) -> str | None:
+    """--db, else --db-file, else $LLMLOOP_DB (as `llmloop keys` reads it), else the default."""
+    if args.db_url:
+        return args.db_url
+    if args.db_file:
+        return _read_secrets(args.db_file, "--db-file")[0]
+    return os.environ.get("LLMLOOP_DB") or None
+
+
+def _read_secrets(path: str, flag: str) -> list[str]:
+    """The non-blank lines of a secrets file, stripped."""
+    try:
+        lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{flag} {path}: cannot read it ({e})") from e
+    secrets = [line.strip() for line in lines if line.strip()]
+    if not secrets:
+        raise ConfigError(f"{flag} {path}: the file is empty")
+    return secrets
 
 
 def parse_adapter(spec: str) -> tuple[str, str]:

@@ -80,7 +80,8 @@ class ServerConfig:
     """TCP port to listen on."""
     api_keys: tuple[str, ...] = ()
     """Admin API keys (`Authorization: Bearer KEY`), beside the scoped keys of `llmloop keys` in
-    the log database; also read from $LLMLOOP_API_KEY. No key anywhere: no authentication."""
+    the log database; also read from $LLMLOOP_API_KEY and --api-key-file, which `ps` does not
+    show. No key anywhere: no authentication."""
     adapters: tuple[tuple[str, str], ...] = ()
     """LoRA adapters to load at start, as (name, path)."""
     max_request_body_bytes: int = 8 << 20
@@ -88,8 +89,9 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     """On SIGTERM, how long in-flight requests may take to finish before the server exits."""
     db_url: str | None = None
-    """Request/feedback log database URL (default: SQLite at $LLMLOOP_HOME/llmloop.db; or
-    postgresql://...)."""
+    """Request/feedback log database URL (default: $LLMLOOP_DB, else SQLite at
+    $LLMLOOP_HOME/llmloop.db; or postgresql://...). A URL with a password: pass it as $LLMLOOP_DB
+    or --db-file, which `ps` does not show."""
     store_requests: bool = True
     """Log every completion (requests can still opt out with `store: false`)."""
     rag_index: str | None = None
