@@ -4,7 +4,7 @@ show it in a frame (clickjacking), never send its URLs to other sites."""
 
 EVERY_RESPONSE = [(b"x-content-type-options", b"nosniff")]
 UI_PAGES = [
-    # The UI has no inline script or style (tests/serve/auth/test_sessions.py checks): 'self' is all.
+    # The UI has no inline script or style (tests/serve/auth/test_sessions.py holds it to that).
     (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),  # frame-ancestors for browsers that predate it
     (b"referrer-policy", b"no-referrer"),
