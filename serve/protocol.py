@@ -5,11 +5,40 @@ extensions and llmloop's own sit in marked blocks. Each request builds its own e
 import time
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from llmloop.serve.engine_api import SamplingOptions
 
 _INT64 = 2**63
+
+# Size caps: the work one request may ask for is bounded before anything is tokenized. Lists carry
+# ``max_length`` so pydantic stops at the first item past the cap instead of validating a
+# million-item list (an 8 MiB body holds 4M token ids: 4.5 s of validation uncapped).
+MAX_TEXT_CHARS = 1 << 20
+"""Per message (all its content parts) or per prompt: 1,048,576, OpenAI's cap on a message."""
+MAX_REQUEST_CHARS = 1 << 21
+"""All messages or prompts of one request: 4× what a 128k-token context holds at ~4 chars a
+token; tokenizing it takes about a second on one core."""
+MAX_MESSAGES = 2048
+"""Messages per chat request, and content parts per message."""
+MAX_PROMPTS = 2048
+"""Prompts per completions request (OpenAI's documented maximum for a list of embedding inputs)."""
+MAX_PROMPT_TOKEN_IDS = 1 << 18
+"""Token ids per token prompt: twice a 128k context; longer never fits any model we serve."""
+MAX_N = 64
+"""Choices per prompt (OpenAI allows 128; 64 is vLLM's default max_num_seqs on CPU: one batch)."""
+MAX_CHOICES = 2048
+"""``n`` × prompts: engine requests one completions request may start."""
+MAX_BEAM_WIDTH = 10
+"""``n`` with ``use_beam_search``: vLLM asks for 2 × width logprobs per step, and its
+``max_logprobs`` default is 20."""
 
 # Sampling fields a server may default (from the model's generation_config.json or config).
 DEFAULTABLE_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -39,13 +68,23 @@ class RagOptions(OpenAIModel):
 
 class TextContentPart(OpenAIModel):
     type: Literal["text"]
-    text: str
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 
 
 class ChatMessage(OpenAIModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextContentPart] | None = None
-    name: str | None = None
+    content: (
+        Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+        | Annotated[list[TextContentPart], Field(max_length=MAX_MESSAGES)]
+        | None
+    ) = None
+    name: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _check_size(self):
+        if isinstance(self.content, list) and len(self.text()) > MAX_TEXT_CHARS:
+            raise ValueError(f"content: at most {MAX_TEXT_CHARS} characters in all its parts")
+        return self
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -59,7 +98,7 @@ class SamplingRequest(OpenAIModel):
     model: str
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     max_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=64)
+    n: int = Field(1, ge=1, le=MAX_N)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     seed: int | None = Field(None, ge=-_INT64, lt=_INT64)
     stop: str | list[str] | None = None
@@ -88,6 +127,13 @@ class SamplingRequest(OpenAIModel):
         if self.use_beam_search and self.stream:
             raise ValueError("use_beam_search: streaming is not supported with beam search")
         return self
+
+    @field_validator("use_beam_search")
+    @classmethod
+    def _check_beam_width(cls, use_beam_search: bool, info: ValidationInfo) -> bool:
+        if use_beam_search and info.data.get("n", 1) > MAX_BEAM_WIDTH:
+            raise ValueError(f"n (the beam width) must be at most {MAX_BEAM_WIDTH}")
+        return use_beam_search
 
     def stop_sequences(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -136,7 +182,7 @@ class SamplingRequest(OpenAIModel):
 
 
 class ChatCompletionRequest(SamplingRequest):
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -151,28 +197,69 @@ class ChatCompletionRequest(SamplingRequest):
             raise ValueError("top_logprobs: requires logprobs to be true")
         return self
 
+    @field_validator("messages")
+    @classmethod
+    def _check_size(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if sum(len(m.text()) for m in messages) > MAX_REQUEST_CHARS:
+            raise ValueError(f"at most {MAX_REQUEST_CHARS} characters in all messages")
+        return messages
+
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
+_TokenIds = Annotated[list[int], Field(min_length=1, max_length=MAX_PROMPT_TOKEN_IDS)]
+
+
 class CompletionRequest(SamplingRequest):
     prompt: (
-        str
-        | Annotated[list[str], Field(min_length=1)]
-        | Annotated[list[int], Field(min_length=1)]
-        | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1)]
+        Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+        | Annotated[
+            list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]],
+            Field(min_length=1, max_length=MAX_PROMPTS),
+        ]
+        | _TokenIds
+        | Annotated[list[_TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)]
     )
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=20)
     max_tokens: int | None = Field(16, ge=1)  # OpenAI's completions default
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _check_prompt_list(cls, prompt):
+        """Before the union tries each of its types on a list, which would report every item of
+        every type it does not match (2 s for 200k strings): one clear error, in linear time."""
+        if not isinstance(prompt, list) or not prompt:
+            return prompt
+        kind = type(prompt[0])
+        if kind is int and len(prompt) > MAX_PROMPT_TOKEN_IDS:
+            raise ValueError(f"at most {MAX_PROMPT_TOKEN_IDS} token ids")
+        if kind is not int and len(prompt) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts")
+        if kind not in (str, int, list) or not all(type(p) is kind for p in prompt):
+            raise ValueError("a string, a list of strings, of token ids, or of token-id lists")
+        return prompt
+
+    @field_validator("prompt")
+    @classmethod
+    def _check_size(cls, prompt, info: ValidationInfo):
+        prompts = _as_list(prompt)
+        if len(prompts) * info.data.get("n", 1) > MAX_CHOICES:
+            raise ValueError(f"n × the number of prompts must be at most {MAX_CHOICES}")
+        if sum(len(p) for p in prompts if isinstance(p, str)) > MAX_REQUEST_CHARS:
+            raise ValueError(f"at most {MAX_REQUEST_CHARS} characters in all prompts")
+        return prompt
+
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a list of text or token-id prompts."""
-        if isinstance(self.prompt, str):
-            return [self.prompt]
-        if isinstance(self.prompt[0], int):
-            return [self.prompt]
-        return list(self.prompt)
+        return _as_list(self.prompt)
+
+
+def _as_list(prompt) -> list[str | list[int]]:
+    if isinstance(prompt, str) or isinstance(prompt[0], int):
+        return [prompt]
+    return list(prompt)
 
 
 # --- responses ---
