@@ -3,10 +3,13 @@
 Requests ``await submit(items)``; one worker thread runs the batch function over everything
 submitted while the previous batch ran, so N streams waiting on a check cost one batched call,
 not N calls on N threads, and the event loop never runs the model itself. No timer: a batch
-starts as soon as the worker is free, so a lone request waits for nothing.
+starts as soon as the worker is free, so a lone request waits for nothing. Callers take
+turns item by item within a batch, so one request with many texts (64 streamed choices, many
+messages) delays a one-text request by at most one batch.
 """
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
@@ -27,7 +30,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.fn = fn
         self.max_batch_size = max_batch_size
         self._executor = executor
-        self._pending: list[tuple[Item, asyncio.Future]] = []
+        self._pending: deque[deque[tuple[Item, asyncio.Future]]] = deque()
+        """One queue per waiting caller, in turn order."""
         self._worker: asyncio.Task | None = None
 
     async def submit(self, items: list[Item]) -> list[Result]:
@@ -36,7 +40,7 @@ class MicroBatcher(Generic[Item, Result]):
             return []
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in items]
-        self._pending.extend(zip(items, futures, strict=True))
+        self._pending.append(deque(zip(items, futures, strict=True)))
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._drain())
         return list(await asyncio.gather(*futures))
@@ -44,9 +48,7 @@ class MicroBatcher(Generic[Item, Result]):
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
-            batch = self._pending[: self.max_batch_size]
-            del self._pending[: self.max_batch_size]
-            batch = [(item, future) for item, future in batch if not future.done()]  # cancelled
+            batch = self._next_batch()
             if not batch:
                 continue
             try:
@@ -61,3 +63,15 @@ class MicroBatcher(Generic[Item, Result]):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future]]:
+        """Up to ``max_batch_size`` items, one per caller in turn; cancelled ones dropped."""
+        batch = []
+        while self._pending and len(batch) < self.max_batch_size:
+            caller = self._pending.popleft()
+            item, future = caller.popleft()
+            if not future.done():
+                batch.append((item, future))
+            if caller:
+                self._pending.append(caller)
+        return batch

@@ -113,3 +113,19 @@ def test_batchers_sharing_a_one_thread_executor_never_run_at_once():
 
     asyncio.run(main())
     assert max(overlaps) == 1 and len(overlaps) >= 2
+
+
+def test_a_caller_with_many_items_does_not_starve_a_single_item_caller():
+    fn = Recorder(delay_s=0.01)
+
+    async def main():
+        with ThreadPoolExecutor(1) as executor:
+            batcher = MicroBatcher(fn, executor, max_batch_size=4)
+            many = asyncio.ensure_future(batcher.submit(list(range(100))))
+            one = asyncio.ensure_future(batcher.submit([1000]))
+            await asyncio.gather(many, one)
+
+    asyncio.run(main())
+    batch_of_one = next(i for i, batch in enumerate(fn.batches) if 1000 in batch)
+    assert batch_of_one == 0  # callers take turns item by item, not in arrival order
+    assert [len(b) for b in fn.batches] == [4] * 25 + [1]
