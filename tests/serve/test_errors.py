@@ -114,7 +114,7 @@ def test_missing_or_wrong_api_key_is_401(make_client):
     )
     assert_openai_error(client.get("/v1/models"), 401)
     assert client.get("/health").status_code == 200  # probes need no key
-    assert client.get("/metrics").status_code == 200
+    assert_openai_error(client.get("/metrics"), 401)  # unless --public-metrics
 
 
 def test_body_over_the_limit_is_413(make_client):
