@@ -1,5 +1,6 @@
 """Opening the log's database: SQLite (WAL) by default, PostgreSQL by URL."""
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -39,7 +40,7 @@ def create_db_engine(
 
 def _sqlite_engine(url, busy_timeout_s: float) -> Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(url.database).expanduser())
     engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
 
     @event.listens_for(engine, "connect")
@@ -53,6 +54,15 @@ def _sqlite_engine(url, busy_timeout_s: float) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """The log holds every conversation and the key hashes: only its owner may read it. SQLite
+    gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if path.stat().st_uid == os.getuid():
+        path.chmod(0o600)
 
 
 def redact_url(db_url: str) -> str:
