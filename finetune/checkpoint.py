@@ -71,19 +71,33 @@ def load_checkpoint(accelerator, model, optimizer, scheduler, path: Path) -> dic
 
     weights = load_file(str(path / "adapter_model.safetensors"))
     set_peft_model_state_dict(accelerator.unwrap_model(model), weights)
-    state = torch.load(path / STATE_FILE, weights_only=False)
+    state = load_data(path / STATE_FILE)
     optimizer.load_state_dict(state.pop("optimizer"))
     scheduler.load_state_dict(state.pop("scheduler"))
     rng_file = path / f"rng_state_{accelerator.process_index}.pt"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+        set_rng_state(load_data(rng_file))
     return state
 
 
+def load_data(path: Path) -> Any:
+    """A checkpoint file holds data only (tensors, numbers, lists): unpickling any other object
+    from a file on disk would run whatever code the file names, so torch refuses it here."""
+    return torch.load(path, weights_only=True)
+
+
 def rng_state() -> dict[str, Any]:
+    algorithm, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        # numpy's keys as a tensor: a weights-only load accepts tensors, not numpy arrays
+        "numpy": [
+            algorithm,
+            torch.from_numpy(keys.astype(np.int64)),
+            pos,
+            has_gauss,
+            cached_gaussian,
+        ],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -93,7 +107,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    algorithm, keys, pos, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state(
+        (algorithm, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gaussian)
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
