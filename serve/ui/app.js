@@ -256,7 +256,13 @@ async function login(event) {
   }
   $("api-key").value = "";
   $("login").hidden = true;
+  $("logout").hidden = false;
   await init();
+}
+
+async function logout() {
+  await api("/ui/api/session", { method: "DELETE" });
+  location.reload(); // drops what the page shows; the reloaded page asks for a key again
 }
 
 function el(tag, props, children) {
@@ -301,6 +307,7 @@ function debounce(fn, ms) {
 
 document.addEventListener("keydown", onKey);
 $("login-form").addEventListener("submit", (e) => login(e).catch(showError));
+$("logout").addEventListener("click", () => logout().catch(showError));
 $("filters").addEventListener("change", resetAndLoad);
 $("filters").addEventListener("submit", (e) => e.preventDefault());
 $("q").addEventListener("input", debounce(resetAndLoad, 250));

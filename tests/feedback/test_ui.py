@@ -134,6 +134,10 @@ def test_label_correct_compare_and_export(browser, site, tmp_path):
     page.select_option("#rating", "")
     page.check("#unlabelled")
     expect(page.locator("#list li")).to_have_count(1)  # only the <b> one is left
+
+    page.click("#logout")
+    expect(page.locator("#login")).to_be_visible()
+    assert page.context.cookies() == []
     page.close()
 
     sft, dpo = tmp_path / "sft.jsonl", tmp_path / "dpo.jsonl"
