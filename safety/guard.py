@@ -11,9 +11,20 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
+from llmloop.safety.partial import Partial, trailing_partial
 from llmloop.safety.pii import Finding, detect
 from llmloop.safety.policy import Direction, DirectionPolicy, SafetyPolicy
 from llmloop.safety.redact import Redactor
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """One span of the original text replaced in what is released: callers that send more than
+    the text (token logprobs) drop what overlaps it."""
+
+    start: int
+    end: int
+    replacement: str
 
 
 @dataclass(frozen=True)
@@ -28,6 +39,8 @@ class Verdict:
     """Harm categories (and PII types) that made the verdict ``block``."""
     classification: Classification | None
     """The harm classification, or None when the policy allows every category."""
+    redactions: list[Redaction] = field(default_factory=list)
+    """The spans of the original text that ``text`` replaced, in order."""
 
 
 class Guard:
@@ -73,20 +86,27 @@ class Guard:
         classification: Classification | None,
     ) -> Verdict:
         """``check`` with the harm classification already made (None: not needed), for callers
-        that classify many texts in one batch."""
+        that classify many texts in one batch. An output is a whole answer: a fragment at its
+        end that may be the start of a PII value is hidden too (``safety/partial.py``)."""
         rules = self.policy.direction(direction)
         redactor = redactor or Redactor(self.policy.operator)
         findings = detect(text)
         blocked = blocked_pii(findings, rules) + blocked_harm(classification, rules)
         hidden = [f for f in findings if rules.pii[f.type] != "allow"]
+        if direction == "output":
+            partial = hidden_partial(text, findings, rules)
+            hidden += [partial] if partial else []
+        else:
+            partial = None
         safe_text = redactor.redact(text, hidden) if hidden else text
         if blocked:
             action = "block"
-        elif any(rules.pii[f.type] == "redact" for f in findings):
+        elif partial or any(rules.pii[f.type] == "redact" for f in findings):
             action = "redact"
         else:
             action = "allow"
-        return Verdict(action, safe_text, findings, blocked, classification)
+        redactions = [Redaction(f.start, f.end, redactor.replacement(f)) for f in hidden]
+        return Verdict(action, safe_text, findings, blocked, classification, redactions)
 
     def classify(self, text: str, direction: Direction) -> Classification | None:
         if not needs_classification(text, self.policy.direction(direction)):
@@ -107,6 +127,15 @@ def needs_classification(text: str, rules: DirectionPolicy) -> bool:
     """Whether ``text`` must be classified: the policy blocks some harm category, and there is
     text."""
     return rules.needs_classifier and bool(text.strip())
+
+
+def hidden_partial(text: str, findings: list[Finding], rules: DirectionPolicy) -> Finding | None:
+    """The unfinished PII value that ends ``text`` (after its last whole one), unless the policy
+    allows every type it may be the start of."""
+    partial: Partial | None = trailing_partial(text, findings[-1].end if findings else 0)
+    if partial is None or all(rules.pii[t] == "allow" for t in partial.types):
+        return None
+    return partial.finding
 
 
 def blocked_pii(findings: list[Finding], rules: DirectionPolicy) -> list[str]:
@@ -154,6 +183,8 @@ class StreamGuard:
     """The harm categories (or PII types) that set ``blocked``."""
     findings: list[Finding] = field(default_factory=list, init=False)
     """Every PII span released so far (offsets into the whole streamed text)."""
+    redactions: list[Redaction] = field(default_factory=list, init=False)
+    """The spans of ``text`` replaced in what was released, in order."""
     text: str = field(default="", init=False, repr=False)
     """Everything fed so far, unredacted (never send this)."""
     _released: int = field(default=0, init=False, repr=False)  # chars of ``text`` released
@@ -201,11 +232,17 @@ class StreamGuard:
         if categories := blocked_harm(classification, self.rules):
             self.blocked, self.blocked_categories = True, categories
 
+    @property
+    def released(self) -> int:
+        """How many characters of ``text`` were released so far."""
+        return self._released
+
     def release(self, final: bool = False) -> str:
-        """The text that can be sent now, redacted; ``final``: all the rest ("" when blocked)."""
+        """The text that can be sent now, redacted; ``final``: all the rest ("" when blocked),
+        with an unfinished PII value at the end hidden as in ``Guard.judge``."""
         if self.blocked:
             return ""
-        return self._release(len(self.text) if final else self._hold_start())
+        return self._release(len(self.text) if final else self._hold_start(), final)
 
     def _classify_inline(self, window: str | None) -> None:
         if window is not None:
@@ -230,9 +267,9 @@ class StreamGuard:
                 start -= 1
         return start
 
-    def _release(self, cut: int) -> str:
+    def _release(self, cut: int, final: bool = False) -> str:
         """Redact and release ``text[_released:cut]``, moving ``cut`` back so that no PII span
-        crosses it."""
+        crosses it; ``final``: ``cut`` is the end of the answer."""
         if cut <= self._released:
             return ""
         window_start = max(0, self._released - CONTEXT_CHARS)
@@ -250,11 +287,19 @@ class StreamGuard:
             self.blocked, self.blocked_categories = True, blocked
             return ""
         hidden = [f for f in released if self.rules.pii[f.type] != "allow"]
+        if final:
+            partial = hidden_partial(self.text, self.findings + released, self.rules)
+            if partial and partial.start >= self._released:
+                hidden.append(partial)
+            elif partial:  # it began in text already released: hide the rest of it
+                start = self._released
+                hidden.append(Finding(partial.type, start, partial.end, self.text[start:], 0.5))
         chunk = self.text[self._released : cut]
         shifted = [
             Finding(f.type, f.start - self._released, f.end - self._released, f.text, f.score)
             for f in hidden
         ]
         self.findings.extend(released)
+        self.redactions += [Redaction(f.start, f.end, self.redactor.replacement(f)) for f in hidden]
         self._released = cut
         return self.redactor.redact(chunk, shifted) if shifted else chunk

@@ -18,7 +18,7 @@ from llmloop.serve.batcher import MicroBatcher
 from llmloop.serve.metrics import ServerMetrics
 
 if TYPE_CHECKING:  # the safety package (and torch) load with the guardrails, not on import
-    from llmloop.safety.guard import Guard, StreamGuard, Verdict
+    from llmloop.safety.guard import Guard, Redaction, StreamGuard, Verdict
     from llmloop.safety.harm import Classification
     from llmloop.safety.redact import Redactor
 
@@ -89,11 +89,14 @@ class Guardrails:
         verdicts = await self._check_all(texts, "input", redactor)
         return [None if v.action == "block" else v.text for v in verdicts]
 
-    async def screen_output(self, text: str, redactor: "Redactor") -> str | Blocked:
+    async def screen_output(
+        self, text: str, redactor: "Redactor"
+    ) -> tuple[str, list["Redaction"]] | Blocked:
+        """(the whole answer with PII handled per policy, the spans it replaced), or ``Blocked``."""
         (verdict,) = await self._check_all([text], "output", redactor)
         if verdict.action == "block":
             return Blocked(verdict.blocked_categories or ["pii"])
-        return verdict.text
+        return verdict.text, verdict.redactions
 
     def stream(self, redactor: "Redactor") -> "StreamGuard":
         return self.guard.stream("output", redactor)

@@ -25,12 +25,13 @@ from llmloop.serve.deps import resolve_lora
 from llmloop.serve.engine_api import Engine, SamplingOptions, SequenceOutput, TokenLogprob
 from llmloop.serve.generation import generate_all, generate_stream
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked, Guardrails
+from llmloop.serve.logprobs import LogprobGate, SentLogprob
 from llmloop.serve.protocol import SamplingRequest, UsageInfo
 from llmloop.serve.records import log_completion, logged_choice
 from llmloop.serve.streaming import DONE, sse_response, until_disconnected
 
 if TYPE_CHECKING:  # the safety package loads with the guardrails, not on import
-    from llmloop.safety.guard import StreamGuard
+    from llmloop.safety.guard import Redaction, StreamGuard
     from llmloop.safety.redact import Redactor
 
 
@@ -47,6 +48,9 @@ class Choice:
     finish_reason: str | None
     prompt_logprobs: list[TokenLogprob | None] | None = None
     """The prompt's, on whole answers (completions' ``echo``)."""
+    logprobs: list[SentLogprob] | None = None
+    """The generated tokens' that ``text`` may show (``serve/logprobs.py``); None when refused
+    or not asked for."""
 
     @property
     def is_refused(self) -> bool:
@@ -132,11 +136,17 @@ class ServeContext(ABC):
         choices = []
         for prompt_index, output in enumerate(outputs):
             for seq in sorted(output.outputs, key=lambda s: s.index):
-                text, finish_reason = await self._screen_output(seq)
+                text, finish_reason, redactions = await self._screen_output(seq)
                 index = prompt_index * self.body.n + seq.index
+                gate = LogprobGate()
+                gate.add(seq.text, seq.logprobs)
+                logprobs = _sent_logprobs(gate, seq, finish_reason, len(seq.text), redactions)
                 choices.append(
-                    Choice(index, prompt_index, seq, text, finish_reason, output.prompt_logprobs)
-                )
+                    Choice(
+                        index, prompt_index, seq, text, finish_reason, output.prompt_logprobs,
+                        logprobs,
+                    )
+                )  # fmt: skip
         num_completion_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
         self.log(
             [logged_choice(c.index, c.text, c.finish_reason) for c in choices],
@@ -144,13 +154,17 @@ class ServeContext(ABC):
         )
         return self.response(choices, UsageInfo.of(self.num_prompt_tokens, num_completion_tokens))
 
-    async def _screen_output(self, seq: SequenceOutput) -> tuple[str, str | None]:
+    async def _screen_output(
+        self, seq: SequenceOutput
+    ) -> tuple[str, str | None, list["Redaction"]]:
+        """(the text to send, its finish_reason, the spans of ``seq.text`` it replaced)."""
         if self.guardrails is None:
-            return seq.text, seq.finish_reason
+            return seq.text, seq.finish_reason, []
         screened = await self.guardrails.screen_output(seq.text, self.redactor)
         if isinstance(screened, Blocked):
-            return REFUSAL, CONTENT_FILTER
-        return screened, seq.finish_reason
+            return REFUSAL, CONTENT_FILTER, []
+        text, redactions = screened
+        return text, seq.finish_reason, redactions
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -174,6 +188,7 @@ class ServeContext(ABC):
         A choice refused mid-way ends there; leaving early closes ``outputs``, which aborts
         the engine requests."""
         guards = self._stream_guards()
+        gates = {i: LogprobGate() for i in range(self.num_choices)}
         outputs = generate_stream(self.engine, self.prompt_ids, options, self.id, self.lora)
         async with contextlib.aclosing(outputs):
             async for prompt_index, output in outputs:
@@ -182,10 +197,17 @@ class ServeContext(ABC):
                     index = prompt_index * self.body.n + seq.index
                     if index in sent.finish_reasons:
                         continue
-                    text, finish_reason = await self._screen_delta(guards.get(index), seq)
+                    guard = guards.get(index)
+                    text, finish_reason = await self._screen_delta(guard, seq)
                     sent.add(index, text, finish_reason)
-                    if text or finish_reason:
-                        yield Choice(index, prompt_index, seq, text, finish_reason)
+                    gates[index].add(seq.text, seq.logprobs)
+                    released = guard.released if guard else len(gates[index].text)
+                    redactions = guard.redactions if guard else []
+                    logprobs = _sent_logprobs(
+                        gates[index], seq, finish_reason, released, redactions
+                    )
+                    if text or finish_reason or logprobs:
+                        yield Choice(index, prompt_index, seq, text, finish_reason, None, logprobs)
                 if len(sent.finish_reasons) == self.num_choices:
                     break
 
@@ -248,6 +270,20 @@ class _Sent:
             logged_choice(i, self.texts.get(i), self.finish_reasons.get(i))
             for i in range(num_choices)
         ]
+
+
+def _sent_logprobs(
+    gate: LogprobGate,
+    seq: SequenceOutput,
+    finish_reason: str | None,
+    released: int,
+    redactions: list["Redaction"],
+) -> list[SentLogprob] | None:
+    """What ``gate`` may send now that ``released`` characters of its text went out with
+    ``redactions``; None when the choice was refused or logprobs were not asked for."""
+    if seq.logprobs is None or finish_reason == CONTENT_FILTER:
+        return None
+    return gate.release(released, redactions, final=finish_reason is not None)
 
 
 async def _iterate(events: Iterable[str]) -> AsyncIterator[str]:

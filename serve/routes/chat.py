@@ -11,10 +11,11 @@ from fastapi import APIRouter, Depends, Request
 
 from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.deps import EngineDep
-from llmloop.serve.engine_api import Tokenizer, TokenLogprob
+from llmloop.serve.engine_api import Tokenizer
 from llmloop.serve.errors import BadRequestError
-from llmloop.serve.generation import resolve_max_tokens
+from llmloop.serve.generation import off_loop, resolve_max_tokens
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
+from llmloop.serve.logprobs import SentLogprob
 from llmloop.serve.pipeline import Choice, ServeContext
 from llmloop.serve.protocol import (
     ChatChunkChoice,
@@ -42,12 +43,19 @@ _DEFAULT_OUTPUT_RESERVE = 512
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, engine: EngineDep):
     chat = ChatContext(request, body, engine)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    # Templated first (off the event loop): a prompt that cannot fit costs no classifier time.
+    prompt_ids = await off_loop(request, render_chat, engine.tokenizer, messages)
+    resolve_max_tokens(
+        body.requested_max_tokens(), len(prompt_ids), engine.max_model_len, "max_tokens"
+    )
     texts, refused = await chat.screen_prompt([m["content"] for m in messages])
     chat.messages = [m | {"content": t} for m, t in zip(messages, texts, strict=True)]
     if refused:
         return chat.refuse()
     await _add_sources(chat)
-    chat.prompt_ids = [render_chat(engine.tokenizer, chat.messages)]
+    if chat.messages != messages:  # redacted, or sources added
+        prompt_ids = await off_loop(request, render_chat, engine.tokenizer, chat.messages)
+    chat.prompt_ids = [prompt_ids]
     max_tokens = resolve_max_tokens(
         body.requested_max_tokens(), chat.num_prompt_tokens, engine.max_model_len, "max_tokens"
     )
@@ -87,7 +95,8 @@ async def _add_sources(chat: "ChatContext") -> None:
     ]
     tokenizer, max_model_len = chat.engine.tokenizer, chat.engine.max_model_len
     reserve = chat.body.requested_max_tokens() or min(_DEFAULT_OUTPUT_RESERVE, max_model_len // 4)
-    budget = max_model_len - len(render_chat(tokenizer, chat.messages)) - reserve
+    prompt_ids = await off_loop(chat.request, render_chat, tokenizer, chat.messages)
+    budget = max_model_len - len(prompt_ids) - reserve
     chat.messages, chat.citations = with_sources(
         chat.messages,
         hits,
@@ -167,9 +176,9 @@ class ChatContext(ServeContext):
         )
 
     def _logprobs_of(self, choice: Choice) -> ChoiceLogprobs | None:
-        if not self.body.logprobs:
+        if not self.body.logprobs or choice.logprobs is None:
             return None
-        return _logprobs(choice.seq.logprobs, self.body.top_logprobs or 0)
+        return _logprobs(choice.logprobs, self.body.top_logprobs or 0)
 
 
 def _role(index: int) -> ChatChunkChoice:
@@ -184,18 +193,18 @@ def _citations(citations: list[dict] | None) -> list[Citation] | None:
     return [Citation(**c) for c in citations] if citations else None
 
 
-def _logprobs(logprobs: list[TokenLogprob] | None, top_k: int) -> ChoiceLogprobs:
+def _logprobs(logprobs: list[SentLogprob], top_k: int) -> ChoiceLogprobs:
     return ChoiceLogprobs(
         content=[
             ChatTokenLogprob(
-                token=lp.token,
-                logprob=lp.logprob,
-                bytes=list(lp.token.encode()),
+                token=sent.logprob.token,
+                logprob=sent.logprob.logprob,
+                bytes=list(sent.logprob.token.encode()),
                 top_logprobs=[
                     TopLogprob(token=t, logprob=v, bytes=list(t.encode()))
-                    for t, v in lp.top_logprobs[:top_k]
+                    for t, v in sent.logprob.top_logprobs[:top_k]
                 ],
             )
-            for lp in logprobs or ()
+            for sent in logprobs
         ]
     )

@@ -12,8 +12,9 @@ from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.engine_api import Engine, TokenLogprob
 from llmloop.serve.errors import BadRequestError
-from llmloop.serve.generation import resolve_max_tokens
+from llmloop.serve.generation import off_loop, resolve_max_tokens
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
+from llmloop.serve.logprobs import SentLogprob
 from llmloop.serve.pipeline import Choice, ServeContext
 from llmloop.serve.protocol import (
     CompletionChoice,
@@ -30,16 +31,23 @@ router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-li
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def create_completion(body: CompletionRequest, request: Request, engine: EngineDep):
     completion = CompletionContext(request, body, engine)
-    prompt_ids = completion.prompt_ids = [_tokenize(engine, p) for p in body.prompts()]
-    texts = [engine.tokenizer.decode(p) for p in prompt_ids]
+    # Tokenized first (off the event loop): a prompt that cannot fit costs no classifier time.
+    prompt_ids, texts = await off_loop(request, _tokenize_all, engine, body.prompts())
+    completion.prompt_ids = prompt_ids
+    resolve_max_tokens(
+        body.max_tokens, max(map(len, prompt_ids)), engine.max_model_len, "max_tokens"
+    )
     completion.texts, refused = await completion.screen_prompt(texts)
     completion.prompt = "\n\n".join(completion.texts)
     if refused:
         return completion.refuse()
-    completion.prompt_ids = [  # re-tokenized where redaction changed the text
-        p if screened == text else engine.tokenizer.encode(screened)
-        for p, screened, text in zip(prompt_ids, completion.texts, texts, strict=True)
-    ]
+    completion.prompt_ids = await off_loop(  # re-tokenized where redaction changed the text
+        request,
+        lambda: [
+            p if screened == text else engine.tokenizer.encode(screened)
+            for p, screened, text in zip(prompt_ids, completion.texts, texts, strict=True)
+        ],
+    )
     max_tokens = resolve_max_tokens(
         body.max_tokens, max(map(len, completion.prompt_ids)), engine.max_model_len, "max_tokens"
     )
@@ -48,6 +56,14 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
         max_tokens, request.app.state.sampling_defaults, body.logprobs, prompt_logprobs
     )
     return await completion.generate(options)
+
+
+def _tokenize_all(
+    engine: Engine, prompts: list[str | list[int]]
+) -> tuple[list[list[int]], list[str]]:
+    """(token ids, text) of each prompt."""
+    prompt_ids = [_tokenize(engine, p) for p in prompts]
+    return prompt_ids, [engine.tokenizer.decode(p) for p in prompt_ids]
 
 
 def _tokenize(engine: Engine, prompt: str | list[int]) -> list[int]:
@@ -134,21 +150,18 @@ class CompletionContext(ServeContext):
         )
 
     def _logprobs_of(self, choice: Choice) -> CompletionLogprobs | None:
-        if self.body.logprobs is None:
+        if self.body.logprobs is None or choice.logprobs is None:
             return None
-        return _logprobs(choice.seq.logprobs, self.body.logprobs)
+        return _logprobs(choice.logprobs, self.body.logprobs)
 
 
-def _logprobs(
-    logprobs: list[TokenLogprob | None] | None, top_k: int, offset: int = 0
-) -> CompletionLogprobs:
+def _logprobs(logprobs: list[SentLogprob], top_k: int) -> CompletionLogprobs:
     result = CompletionLogprobs()
-    for lp in logprobs or ():
-        result.text_offset.append(offset)
-        result.tokens.append(lp.token)
-        result.token_logprobs.append(lp.logprob)
-        result.top_logprobs.append(_top(lp, top_k))
-        offset += len(lp.token)
+    for sent in logprobs:
+        result.text_offset.append(sent.text_offset)
+        result.tokens.append(sent.logprob.token)
+        result.token_logprobs.append(sent.logprob.logprob)
+        result.top_logprobs.append(_top(sent.logprob, top_k))
     return result
 
 
