@@ -18,12 +18,15 @@ class StubClassifier:
         return [Classification(False, {"hate": False}, {"hate": 0.0}) for _ in texts]
 
 
-def make_app():
+ADMIN_KEY = "sk-fuzz-admin"
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def make_app(keyring: KeyRing):
     """The app with its engine already in place; the lifespan (which would start and stop an
     engine around every fuzzed call) is answered without running it."""
-    # An open server (no keys): with keys, every fuzzed call would stop at the 401.
     app = create_app(
-        ServerConfig(safety=False, store_requests=False), engine_factory=None, keyring=KeyRing()
+        ServerConfig(safety=False, store_requests=False), engine_factory=None, keyring=keyring
     )
     app.state.engine = FakeEngine()
     app.state.harm_classifier = StubClassifier()  # the real one: tests/serve/test_moderations.py
@@ -39,16 +42,30 @@ def make_app():
     return without_lifespan
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", make_app())
+# An open server (no keys), and one with keys where every call carries an admin key: the same
+# operations, fuzzed past authentication.
+open_schema = schemathesis.openapi.from_asgi("/openapi.json", make_app(KeyRing()))
+keyed_schema = schemathesis.openapi.from_asgi(
+    "/openapi.json", make_app(KeyRing((ADMIN_KEY,))), headers=AS_ADMIN
+)
 
 
-@schema.parametrize()
+@open_schema.parametrize()
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case):
-    response = case.call()
-    assert response.status_code < 500, (
-        f"{case.method} {case.path} -> {response.status_code}: {response.text[:300]}"
-    )
+    check(case.call())
+
+
+@keyed_schema.parametrize()
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors_with_keys_on(case):
+    response = case.call(headers=AS_ADMIN)
+    assert response.status_code != 401, "the admin key was refused"
+    check(response)
+
+
+def check(response) -> None:
+    assert response.status_code < 500, f"{response.status_code}: {response.text[:300]}"
     content_type = (response.headers.get("content-type") or [""])[0]
     if response.status_code >= 400 and content_type.startswith("application/json"):
         assert set(response.json()) == {"error"}, response.text[:300]
