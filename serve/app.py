@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from llmloop.feedback.log import RequestLog
 from llmloop.paths import default_db_url
+from llmloop.serve.admission import Admission
 from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.auth.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from llmloop.serve.auth.sessions import SessionStore
@@ -113,6 +115,9 @@ def create_app(
 async def _lifespan(app: FastAPI):
     config: ServerConfig = app.state.config
     db_url = config.db_url or default_db_url()
+    # Chat templates and tokenizers run here (serve/generation.py: off_loop): one thread, as in
+    # vLLM's server, since a HF tokenizer used from two threads at once can fail.
+    app.state.tokenizer_executor = ThreadPoolExecutor(1, thread_name_prefix="llmloop-tokenizer")
     app.state.request_log = RequestLog(db_url, enabled=config.store_requests)
     await app.state.request_log.start()
     await app.state.keyring.try_refresh()  # before the first request: keys apply from the start
@@ -130,6 +135,7 @@ async def _lifespan(app: FastAPI):
         await app.state.request_log.aclose()  # drained requests are logged before we exit
         if app.state.owns_guardrails and app.state.guardrails is not None:
             app.state.guardrails.close()
+        app.state.tokenizer_executor.shutdown(wait=False, cancel_futures=True)
         if app.state.engine is not None:
             app.state.engine.shutdown()
             app.state.engine = None
@@ -155,6 +161,7 @@ async def _start_engine(app: FastAPI) -> None:
         if app.state.on_engine_failure is not None:
             app.state.on_engine_failure(e)
         return
+    app.state.admission = Admission(config.max_queue_time_s, engine.max_num_seqs)
     app.state.engine = engine
     logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
 

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flags(s, ServerConfig, "public_metrics", "public_docs")
     add_field_flag(s, ServerConfig, "max_request_body_bytes")
     add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
+    add_field_flag(s, ServerConfig, "max_queue_time_s", "--max-queue-time")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument(
         "--disable-access-log", action="store_true", help="Do not log one line per HTTP request."

@@ -88,6 +88,10 @@ class ServerConfig:
     """Larger request bodies are refused with 413."""
     drain_timeout_s: float = 30.0
     """On SIGTERM, how long in-flight requests may take to finish before the server exits."""
+    max_queue_time_s: float = 60.0
+    """Seconds a request may wait for a place in the engine's running batch. One that would
+    wait longer, by the queue ahead and the measured finish rate, gets 503 + Retry-After at
+    once; one still waiting after this long is aborted with the same 503."""
     db_url: str | None = None
     """Request/feedback log database URL (default: $LLMLOOP_DB, else SQLite at
     $LLMLOOP_HOME/llmloop.db; or postgresql://...). A URL with a password: pass it as $LLMLOOP_DB
@@ -112,6 +116,8 @@ class ServerConfig:
     def __post_init__(self):
         if not 0 < self.port < 65536:
             raise ConfigError(f"--port must be in 1..65535, got {self.port}")
+        if not self.max_queue_time_s > 0:
+            raise ConfigError(f"--max-queue-time must be > 0 seconds, got {self.max_queue_time_s}")
         names = [name for name, _ in self.adapters]
         if len(set(names)) != len(names):
             raise ConfigError(f"--adapter names must be unique, got {names}")

@@ -113,6 +113,7 @@ class VllmEngine:
         self.max_model_len = llm.model_config.max_model_len
         self.tokenizer = llm.get_tokenizer()
         self.vocab_size = llm.model_config.get_vocab_size()
+        self.max_num_seqs = config.max_num_seqs
         self._lora_requests: dict[str, LoRARequest] = {}
         self._adapters: dict[str, LoadedAdapter] = {}
         self._next_lora_id = 1

@@ -103,6 +103,8 @@ class Engine(Protocol):
     max_model_len: int
     """Prompt + generated tokens one sequence may hold."""
     vocab_size: int
+    max_num_seqs: int
+    """Sequences run at once; the engine queues the rest first come, first served."""
     tokenizer: Tokenizer
 
     def generate(

@@ -3,8 +3,13 @@ the engine for one or more prompts, either to the end or as a merged stream. The
 pipeline around it (safety, usage, the request log) is ``pipeline.py``."""
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
+from fastapi import Request
+
+from llmloop.serve.admission import Admission
 from llmloop.serve.engine_api import (
     Engine,
     EngineOutput,
@@ -13,6 +18,16 @@ from llmloop.serve.engine_api import (
     SamplingOptions,
 )
 from llmloop.serve.errors import BadRequestError, OverloadedError
+
+T = TypeVar("T")
+
+
+async def off_loop(request: Request, fn: Callable[..., T], *args) -> T:
+    """``fn(*args)`` on the tokenizer thread. Templating and tokenizing a long prompt take
+    seconds of CPU; on the event loop they would stall every other request, /health included."""
+    loop = asyncio.get_running_loop()
+    executor = request.app.state.tokenizer_executor
+    return await loop.run_in_executor(executor, functools.partial(fn, *args))
 
 
 def resolve_max_tokens(
@@ -46,10 +61,12 @@ async def generate_all(
     options: SamplingOptions,
     request_id: str,
     lora: str | None,
+    admission: Admission | None = None,
 ) -> list[EngineOutput]:
     """The final output of every prompt (non-streaming requests)."""
     finals: list[EngineOutput | None] = [None] * len(prompts)
-    async for i, output in generate_stream(engine, prompts, options, request_id, lora):
+    outputs = generate_stream(engine, prompts, options, request_id, lora, admission)
+    async for i, output in outputs:
         finals[i] = output
     return finals  # type: ignore[return-value]
 
@@ -60,16 +77,20 @@ async def generate_stream(
     options: SamplingOptions,
     request_id: str,
     lora: str | None,
+    admission: Admission | None = None,
 ) -> AsyncIterator[tuple[int, EngineOutput]]:
     """(prompt index, output) as the engine produces them, all prompts interleaved.
 
-    Engine errors become API errors here; closing this iterator aborts every engine request."""
+    Engine errors become API errors here; closing this iterator aborts every engine request, as
+    does a request that ``admission`` finds without a slot in the engine past its bound."""
     if len(prompts) == 1:
         iterators = [engine.generate(prompts[0], options, request_id, lora)]
     else:
         iterators = [
             engine.generate(p, options, f"{request_id}-{i}", lora) for i, p in enumerate(prompts)
         ]
+    if admission is not None:
+        iterators = [_admitted(admission, it, options.n) for it in iterators]
     try:
         async for item in _merge(iterators):
             yield item
@@ -81,6 +102,39 @@ async def generate_stream(
         ) from e
     except EngineRequestError as e:
         raise BadRequestError(str(e)) from e
+
+
+async def _admitted(
+    admission: Admission, outputs: AsyncIterator[EngineOutput], num_seqs: int
+) -> AsyncIterator[EngineOutput]:
+    """``outputs``; aborted with a 503 if they find no slot in the running batch, nor produce
+    anything, within ``admission.max_queue_time_s``."""
+    ticket = admission.enter(num_seqs)
+    started = asyncio.ensure_future(admission.until_started(ticket))
+    waiting = True
+
+    def stop_the_clock(_) -> None:
+        if waiting:
+            deadline.reschedule(None)
+
+    try:
+        try:
+            async with asyncio.timeout(admission.max_queue_time_s) as deadline:
+                started.add_done_callback(stop_the_clock)
+                first = await anext(outputs, None)  # cancelled at the deadline: aborts it
+        except TimeoutError:
+            raise admission.timed_out() from None
+        finally:
+            waiting = False
+        if first is None:
+            return
+        yield first
+        async for output in outputs:
+            yield output
+    finally:
+        started.cancel()
+        admission.leave(num_seqs)
+        await outputs.aclose()
 
 
 async def _merge(

@@ -119,6 +119,7 @@ class ServeContext(ABC):
 
     async def generate(self, options: SamplingOptions) -> BaseModel | StreamingResponse:
         """Run ``prompt_ids`` through the engine: the whole answer, or an SSE stream of it."""
+        self.request.app.state.admission.check(self.num_choices)  # 503 before a stream starts
         if self.body.stream:
             return sse_response(self._stream(options))
         return await self._full(options)
@@ -131,7 +132,8 @@ class ServeContext(ABC):
     # -- whole answers ----------------------------------------------------------------------
 
     async def _full(self, options: SamplingOptions) -> BaseModel:
-        work = generate_all(self.engine, self.prompt_ids, options, self.id, self.lora)
+        admission = self.request.app.state.admission
+        work = generate_all(self.engine, self.prompt_ids, options, self.id, self.lora, admission)
         outputs = await until_disconnected(self.request, work)
         choices = []
         for prompt_index, output in enumerate(outputs):
@@ -189,7 +191,10 @@ class ServeContext(ABC):
         the engine requests."""
         guards = self._stream_guards()
         gates = {i: LogprobGate() for i in range(self.num_choices)}
-        outputs = generate_stream(self.engine, self.prompt_ids, options, self.id, self.lora)
+        admission = self.request.app.state.admission
+        outputs = generate_stream(
+            self.engine, self.prompt_ids, options, self.id, self.lora, admission
+        )
         async with contextlib.aclosing(outputs):
             async for prompt_index, output in outputs:
                 for seq in output.outputs:

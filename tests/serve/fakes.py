@@ -48,6 +48,7 @@ class FakeEngine:
     model_name = "fake-model"
     max_model_len = 256
     vocab_size = 70_000
+    max_num_seqs = 64
 
     def __init__(
         self, reply: str | None = None, token_delay_s: float = 0.0, max_running: int | None = None
@@ -61,6 +62,8 @@ class FakeEngine:
         self.generating = asyncio.Event()
         """Set once a request reaches the engine."""
         self.aborted: list[str] = []
+        self._places: asyncio.Semaphore | None = None
+        """``max_num_seqs`` requests run at once, the others wait, as in vLLM (per request here)."""
         self.requests: list[tuple[list[int], SamplingOptions, str | None]] = []
         self._adapters: dict[str, LoadedAdapter] = {}
 
@@ -72,39 +75,11 @@ class FakeEngine:
         self.requests.append((prompt_token_ids, options, lora_name))
         self.running.add(request_id)
         self.generating.set()
+        self._places = self._places or asyncio.Semaphore(self.max_num_seqs)
         try:
-            source = (
-                self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
-            )
-            target = self.tokenizer.encode(source)[: options.max_tokens]
-            finish = "length" if len(target) == options.max_tokens else "stop"
-            for stop in options.stop:
-                text = self.tokenizer.decode(target)
-                if stop in text:
-                    target = self.tokenizer.encode(text[: text.index(stop)])
-                    finish = "stop"
-            prompt_logprobs = None
-            if options.prompt_logprobs is not None:
-                prompt_logprobs = [None] + [self._logprob(t) for t in prompt_token_ids[1:]]
-            if not options.stream:
-                for _ in target:
-                    await asyncio.sleep(self.token_delay_s)
-                yield self._output(
-                    request_id, prompt_token_ids, options, target, finish, prompt_logprobs, True
-                )
-                return
-            for i, token in enumerate(target):
-                await asyncio.sleep(self.token_delay_s)
-                last = i == len(target) - 1
-                yield self._output(
-                    request_id,
-                    prompt_token_ids,
-                    options,
-                    [token],
-                    finish if last else None,
-                    prompt_logprobs if i == 0 else None,
-                    last,
-                )
+            async with self._places:
+                async for output in self._generate(prompt_token_ids, options, request_id):
+                    yield output
         except asyncio.CancelledError:
             self.aborted.append(request_id)
             raise
@@ -113,6 +88,39 @@ class FakeEngine:
             raise
         finally:
             self.running.discard(request_id)
+
+    async def _generate(self, prompt_token_ids, options: SamplingOptions, request_id: str):
+        """The outputs of one request that has its place."""
+        source = self.reply if self.reply is not None else self.tokenizer.decode(prompt_token_ids)
+        target = self.tokenizer.encode(source)[: options.max_tokens]
+        finish = "length" if len(target) == options.max_tokens else "stop"
+        for stop in options.stop:
+            text = self.tokenizer.decode(target)
+            if stop in text:
+                target = self.tokenizer.encode(text[: text.index(stop)])
+                finish = "stop"
+        prompt_logprobs = None
+        if options.prompt_logprobs is not None:
+            prompt_logprobs = [None] + [self._logprob(t) for t in prompt_token_ids[1:]]
+        if not options.stream:
+            for _ in target:
+                await asyncio.sleep(self.token_delay_s)
+            yield self._output(
+                request_id, prompt_token_ids, options, target, finish, prompt_logprobs, True
+            )
+            return
+        for i, token in enumerate(target):
+            await asyncio.sleep(self.token_delay_s)
+            last = i == len(target) - 1
+            yield self._output(
+                request_id,
+                prompt_token_ids,
+                options,
+                [token],
+                finish if last else None,
+                prompt_logprobs if i == 0 else None,
+                last,
+            )
 
     def _output(
         self, request_id, prompt, options, tokens, finish, prompt_logprobs, finished
