@@ -40,10 +40,12 @@ class ServerProcess:
             base_url=f"{self.base_url}/v1", api_key=self.api_key, max_retries=0
         )
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
     def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=120
-        )
+        return httpx.Client(base_url=self.base_url, headers=self.auth_headers, timeout=120)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]

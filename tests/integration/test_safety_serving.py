@@ -110,7 +110,9 @@ def test_benign_look_alikes_pass(llmloop_server, prompt):
 def test_safety_counters_in_metrics(llmloop_server):
     import httpx
 
-    metrics = httpx.get(f"{llmloop_server.base_url}/metrics").text
+    metrics = httpx.get(
+        f"{llmloop_server.base_url}/metrics", headers=llmloop_server.auth_headers
+    ).text
     assert (
         'llmloop:safety_actions_total{action="redact",category="EMAIL",direction="input"}'
         in metrics

@@ -195,7 +195,9 @@ def test_error_cases_in_openai_shape(llmloop_server):
 
 def test_client_disconnect_aborts_the_engine_request(llmloop_server):
     def running() -> float:
-        metrics = httpx.get(f"{llmloop_server.base_url}/metrics").text
+        metrics = httpx.get(
+            f"{llmloop_server.base_url}/metrics", headers=llmloop_server.auth_headers
+        ).text
         values = [
             float(line.split()[-1])
             for line in metrics.splitlines()
@@ -226,7 +228,9 @@ def test_client_disconnect_aborts_the_engine_request(llmloop_server):
 
 def test_health_and_metrics(llmloop_server):
     assert httpx.get(f"{llmloop_server.base_url}/health").status_code == 200
-    metrics = httpx.get(f"{llmloop_server.base_url}/metrics").text
+    metrics = httpx.get(
+        f"{llmloop_server.base_url}/metrics", headers=llmloop_server.auth_headers
+    ).text
     for name in (
         "vllm:time_to_first_token_seconds",
         "vllm:inter_token_latency_seconds",
