@@ -9,10 +9,11 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.schema import completions
 
 REPLACEMENT = "\ufffd"
 """What stands in for a character no backend can store."""
@@ -25,25 +26,20 @@ REPLACEMENT = "\ufffd"
 # silently join the words around it.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
-MAX_USER_CHARS = 256
-"""OpenAI's ``user``: an end-user id (a hashed name or e-mail); the column is ``String(256)``."""
-MAX_MODEL_CHARS = 256
-"""``model`` and ``adapter``: a served name, as long as ``lora_name`` may be."""
-MAX_BASE_MODEL_CHARS = 512
-"""A Hugging Face id or a local path."""
-MAX_ENDPOINT_CHARS = 32
-MAX_API_KEY_ID_CHARS = 64
-
-# The schema's String(n) columns: PostgreSQL refuses a longer value, SQLite would keep it. A longer
-# value keeps its start and gains a hash of the whole, so two long values stay two.
-COLUMN_CHARS = {
-    "endpoint": MAX_ENDPOINT_CHARS,
-    "model": MAX_MODEL_CHARS,
-    "base_model": MAX_BASE_MODEL_CHARS,
-    "adapter": MAX_MODEL_CHARS,
-    "api_key_id": MAX_API_KEY_ID_CHARS,
-    "user": MAX_USER_CHARS,
+# Every String(n) column a record fills, capped at the schema's n: PostgreSQL refuses a longer
+# value, SQLite would keep it. Among them: `user` 256 (OpenAI's end-user id, a hashed name or
+# e-mail), `model` and `adapter` 256 (a served name, as long as `lora_name` may be), `base_model`
+# 512 (a Hugging Face id or a path), `endpoint` 32, `api_key_id` 64; a column added later is
+# capped without a change here. A longer value keeps its start and gains a hash of the whole, so
+# two long values stay two. The id is left alone: the server makes it, and a cut id would no
+# longer be the one its client was given (the database's refusal sends that row to dead-letter).
+COLUMN_CHARS: dict[str, int] = {
+    column.name: column.type.length
+    for column in completions.c
+    if column.name in {f.name for f in fields(CompletionRecord)} - {"id"}
+    and getattr(column.type, "length", None)
 }
+MAX_USER_CHARS = COLUMN_CHARS["user"]
 
 JSON_FIELDS = ("prompt", "messages", "citations", "sampling_params", "choices")
 

@@ -39,13 +39,16 @@ def test_over_long_columns_are_cut_and_stay_distinct(make_record):
     assert [len(u) for u in users] == [limits.MAX_USER_CHARS] * 2
     assert users[0] != users[1] and users[0].startswith("u" * 200)
     model = fit_record(dataclasses.replace(make_record(1), model="m" * 1000)).model
-    assert len(model) == limits.MAX_MODEL_CHARS
+    assert len(model) == COLUMN_CHARS["model"] == 256
 
 
-def test_the_caps_fit_the_schema():
+def test_every_short_column_a_record_fills_is_capped(make_record):
+    assert limits.MAX_USER_CHARS == 256
+    assert {"endpoint", "model", "base_model", "adapter", "api_key_id", "user"} <= set(COLUMN_CHARS)
+    long = {name: "x" * 1000 for name in COLUMN_CHARS}
+    fitted = fit_record(dataclasses.replace(make_record(1), **long))
     for name, max_chars in COLUMN_CHARS.items():
-        assert completions.c[name].type.length == max_chars, name
-    assert COLUMN_CHARS["user"] == limits.MAX_USER_CHARS == 256
+        assert len(getattr(fitted, name)) == max_chars == completions.c[name].type.length
 
 
 def test_json_over_the_cap_cuts_only_the_longest_strings(make_record, monkeypatch):
