@@ -3,8 +3,13 @@
 Append-only JSONL, fsync'd before ``append`` returns, so a record the server acknowledged survives
 a database outage and a server crash. Replay renames the file first, so new appends never mix with
 a file being replayed; inserts are idempotent, so a replay cut short is simply done again.
+
+A record the database refuses on its own (and a line that cannot be read back) goes to the
+dead-letter file beside the spool, with the error, so it neither blocks the rows behind it nor is
+lost; it is never replayed by itself.
 """
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -20,6 +25,10 @@ from llmloop.paths import llmloop_home
 logger = logging.getLogger(__name__)
 
 PENDING = "pending.jsonl"
+DEAD_LETTER = "dead-letter.jsonl"
+REPLAY_GLOB = "replay-*.jsonl"
+MAX_ERROR_CHARS = 2000
+"""Of the database's error message, in a dead-letter line."""
 
 
 def default_spool_dir(db_url: str) -> Path:
@@ -33,10 +42,23 @@ class Spool:
         self._lock = threading.Lock()  # the event loop and the writer thread both append
 
     def append(self, records: Iterable[CompletionRecord]) -> None:
-        data = "".join(r.to_json() + "\n" for r in records).encode()
+        self._append(PENDING, "".join(r.to_json() + "\n" for r in records))
+
+    def dead_letter(self, record: CompletionRecord | str, error: Exception | str) -> None:
+        """Keep a record the database refused (or a spool line that could not be read) with why:
+        one JSON object a line, ``{"failed_at", "error", "record"}`` (or ``"line"``)."""
+        entry = {"failed_at": time.time(), "error": _describe(error)[:MAX_ERROR_CHARS]}
+        if isinstance(record, CompletionRecord):
+            entry["record"] = dataclasses.asdict(record)
+        else:
+            entry["line"] = record
+        self._append(DEAD_LETTER, json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def _append(self, name: str, text: str) -> None:
+        data = text.encode()
         with self._lock:
             self.dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.dir / PENDING, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.dir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -44,7 +66,7 @@ class Spool:
                 os.close(fd)
 
     def has_pending(self) -> bool:
-        return self.dir.is_dir() and any(self.dir.glob("*.jsonl"))
+        return (self.dir / PENDING).exists() or any(self.dir.glob(REPLAY_GLOB))
 
     def take(self) -> list[Path]:
         """The files to replay, oldest first; pending records move into a file of their own."""
@@ -52,17 +74,22 @@ class Spool:
             pending = self.dir / PENDING
             if pending.exists():
                 pending.rename(self.dir / f"replay-{time.time_ns()}.jsonl")
-            return sorted(self.dir.glob("replay-*.jsonl"))
+            return sorted(self.dir.glob(REPLAY_GLOB))
 
     def read(self, path: Path, *, chunk_size: int = 500) -> Iterator[list[CompletionRecord]]:
+        """The records in ``path``; a line that is not one goes to the dead-letter file."""
         chunk: list[CompletionRecord] = []
-        with path.open(encoding="utf-8") as f:
+        # errors="replace": a crash mid-write can cut a UTF-8 character in two, and that line
+        # must reach the dead-letter file rather than stop the replay of every line after it
+        with path.open(encoding="utf-8", errors="replace") as f:
             for line_no, line in enumerate(f, start=1):
                 try:
                     chunk.append(CompletionRecord.from_json(line))
-                except (json.JSONDecodeError, TypeError):
-                    # only a crash in the middle of a write leaves a torn last line
-                    logger.warning("spool %s:%d: skipping an unreadable line", path, line_no)
+                except (ValueError, TypeError) as e:
+                    # a crash in the middle of a write leaves a torn last line; an operator's
+                    # edit of a dead-letter line may leave anything
+                    logger.warning("spool %s:%d: unreadable line, dead-lettered", path, line_no)
+                    self.dead_letter(line.rstrip("\n"), e)
                 if len(chunk) >= chunk_size:
                     yield chunk
                     chunk = []
@@ -75,4 +102,12 @@ class Spool:
     def num_pending_bytes(self) -> int:
         if not self.dir.is_dir():
             return 0
-        return sum(p.stat().st_size for p in self.dir.glob("*.jsonl"))
+        files = [self.dir / PENDING, *self.dir.glob(REPLAY_GLOB)]
+        return sum(p.stat().st_size for p in files if p.exists())
+
+
+def _describe(error: Exception | str) -> str:
+    if isinstance(error, str):
+        return error
+    cause = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    return f"{type(cause).__name__}: {str(cause).strip()}"

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, and_, exc, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from llmloop.feedback.db import SQLITE_BUSY_TIMEOUT_S, create_db_engine
@@ -76,7 +76,8 @@ class FeedbackStore:
     # -- writes ------------------------------------------------------------------------------
 
     def insert_records(self, records: Iterable[CompletionRecord]) -> int:
-        """Insert in one transaction; ids already stored are skipped, so a replay is harmless."""
+        """Insert in one transaction; ids already stored are skipped, so a replay is harmless.
+        One value the database refuses fails them all: see ``is_data_error``."""
         rows = [_row(r) for r in records]
         if not rows:
             return 0
@@ -227,6 +228,22 @@ class FeedbackStore:
                 stmt = select(completions).where(completions.c.id.in_(ids[start : start + 500]))
                 out.update({r["id"]: dict(r) for r in conn.execute(stmt).mappings()})
         return out
+
+
+def is_data_error(error: Exception) -> bool:
+    """Whether ``insert_records`` failed because of a value in the rows (a NUL, a string too long,
+    a number out of range, a missing field), which the same rows will meet again, rather than
+    because of the database (down, locked, out of space, its schema broken), which passes.
+
+    Anything not known to be the rows' fault counts as the database's: those rows are retried
+    until they are written, never set aside."""
+    if isinstance(error, exc.DBAPIError):  # the database (or its driver) answered
+        return isinstance(error, exc.DataError | exc.IntegrityError)
+    # raised while turning the rows into parameters: SQLAlchemy's wrapper (e.g. JSON that cannot
+    # be serialised), or the driver's own (UnicodeEncodeError, OverflowError, a missing key)
+    return isinstance(
+        error, exc.StatementError | ValueError | TypeError | LookupError | ArithmeticError
+    )
 
 
 def _conditions(f: ConversationFilter) -> list:

@@ -1,11 +1,16 @@
 """The bounded async writer and its disk spool: nothing acknowledged is lost, nothing blocks."""
 
 import asyncio
+import dataclasses
+import json
+import os
 import sqlite3
 
 import pytest
 
+from llmloop.feedback.limits import REPLACEMENT
 from llmloop.feedback.log import RequestLog
+from llmloop.feedback.spool import DEAD_LETTER, Spool
 from llmloop.feedback.store import ConversationFilter
 
 FAST_RETRY = {"retry_interval_s": 0.02, "max_retry_interval_s": 0.2}
@@ -13,6 +18,16 @@ FAST_RETRY = {"retry_interval_s": 0.02, "max_retry_interval_s": 0.2}
 
 def count(log: RequestLog) -> int:
     return log.store.count(ConversationFilter())
+
+
+def dead_letters(log: RequestLog) -> list[dict]:
+    path = log.spool.dir / DEAD_LETTER
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def refused_by_the_database(record):
+    """A row no cap can fix: the NOT NULL model column, on both backends."""
+    return dataclasses.replace(record, model=None)
 
 
 def test_every_submitted_record_is_written(db_url, make_record, tmp_path):
@@ -130,6 +145,137 @@ def test_shutdown_during_a_hung_write_keeps_the_batch(make_record, tmp_path):
 
     asyncio.run(shutdown_mid_write())
     asyncio.run(restart())
+
+
+POISON = {  # name: (what one record gets, what its row must then hold)
+    "nul in content": (
+        lambda r: dataclasses.replace(r, messages=[{"role": "user", "content": "a\x00b"}]),
+        lambda row: row["messages"][0]["content"] == f"a{REPLACEMENT}b",
+    ),
+    "nul in answer": (
+        lambda r: dataclasses.replace(r, choices=[{**r.choices[0], "text": "x\x00"}]),
+        lambda row: row["output"] == f"x{REPLACEMENT}",
+    ),
+    "lone surrogate": (
+        lambda r: dataclasses.replace(r, prompt="\ud83d?", messages=None),
+        lambda row: row["prompt"] == f"{REPLACEMENT}?",
+    ),
+    "long user": (
+        lambda r: dataclasses.replace(r, user="u" * 300),
+        lambda row: len(row["user"]) == 256 and row["user"].startswith("u" * 200),
+    ),
+}
+
+
+@pytest.mark.parametrize("poison", POISON)
+def test_unstorable_text_is_stored_sanitised_and_the_rows_behind_it_too(
+    db_url, make_record, tmp_path, poison
+):
+    spoil, is_stored_sanitised = POISON[poison]
+
+    async def scenario():
+        log = RequestLog(db_url, spool_dir=tmp_path / "spool", **FAST_RETRY)
+        await log.start()
+        for i in range(10):
+            log.submit(spoil(make_record(i)) if i == 3 else make_record(i))
+        assert await log.flush(timeout=30)
+        assert count(log) == 10 and log.stats.lost == 0 and not dead_letters(log)
+        assert is_stored_sanitised(log.store.get("chatcmpl-00000003"))
+        await log.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_row_the_database_refuses_is_dead_lettered_and_the_others_written(
+    db_url, make_record, tmp_path
+):
+    async def scenario():
+        log = RequestLog(db_url, spool_dir=tmp_path / "spool", **FAST_RETRY)
+        await log.start()
+        for i in range(10):
+            log.submit(refused_by_the_database(make_record(i)) if i == 3 else make_record(i))
+        assert await log.flush(timeout=30)
+        assert count(log) == 9 and log.stats.dead_lettered == 1
+        (entry,) = dead_letters(log)
+        assert entry["record"]["id"] == "chatcmpl-00000003" and "model" in entry["error"]
+        assert not log.spool.has_pending()
+        await log.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_spooled_chunk_with_poison_rows_replays_the_good_ones(db_url, make_record, tmp_path):
+    """A spool written while the database was down (or by an older version) holds a NUL, a row the
+    database refuses and a line torn by a crash in the middle of a UTF-8 character."""
+    spool = Spool(tmp_path / "spool")
+    nul = dataclasses.replace(make_record(1), prompt="a\x00b", messages=None)
+    spool.append([make_record(0), nul, refused_by_the_database(make_record(2)), make_record(3)])
+    with open(spool.dir / "pending.jsonl", "ab") as f:
+        f.write('{"id": "chatcmpl-torn", "prompt": "é'.encode()[:-1])
+
+    async def scenario():
+        log = RequestLog(db_url, spool_dir=spool.dir, **FAST_RETRY)
+        await log.start()
+        assert await log.flush(timeout=30)
+        assert count(log) == 3 and not log.spool.has_pending()
+        assert log.store.get(nul.id)["prompt"] == f"a{REPLACEMENT}b"
+        (refused,) = [e["record"] for e in dead_letters(log) if "record" in e]
+        (torn,) = [e for e in dead_letters(log) if "line" in e]
+        assert refused["id"] == "chatcmpl-00000002"
+        assert torn["line"].startswith('{"id": "chatcmpl-torn"') and torn["error"]
+        await log.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_locked_database_is_not_mistaken_for_a_bad_row(make_record, tmp_path):
+    """While SQLite is locked every row waits in the spool, the bad one too; once it is free the
+    good rows are written and only the bad one is dead-lettered."""
+    db = tmp_path / "log.db"
+
+    async def scenario():
+        log = RequestLog(f"sqlite:///{db}", spool_dir=tmp_path / "sp", sqlite_busy_timeout_s=0.05,
+                         **FAST_RETRY)  # fmt: skip
+        await log.start()
+        blocker = sqlite3.connect(db, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        for i in range(20):
+            log.submit(refused_by_the_database(make_record(i)) if i == 7 else make_record(i))
+        assert not await log.flush(timeout=0.5)
+        assert log.spool.has_pending() and not dead_letters(log)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert await log.flush(timeout=30)
+        assert count(log) == 19 and [e["record"]["id"] for e in dead_letters(log)] == [
+            "chatcmpl-00000007"
+        ]
+        await log.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_lettered_row_fixed_by_an_operator_is_replayed(make_record, tmp_path):
+    """docs/feedback.md's recipe: move the file aside, fix the records, put them back as a
+    replay file (renamed into place, so the writer never reads half of it)."""
+
+    async def scenario():
+        log = RequestLog(f"sqlite:///{tmp_path}/log.db", spool_dir=tmp_path / "sp")
+        await log.start()
+        log.submit(refused_by_the_database(make_record(1)))
+        assert await log.flush(timeout=30) and count(log) == 0
+        fixing = log.spool.dir / "dead-letter.fixing"
+        (log.spool.dir / DEAD_LETTER).rename(fixing)
+        records = [json.loads(line)["record"] for line in fixing.read_text().splitlines()]
+        for record in records:
+            record["model"] = "smollm2-135m-instruct"
+        tmp = log.spool.dir / "replay.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        os.rename(tmp, log.spool.dir / "replay-0.jsonl")
+        assert await log.flush(timeout=30)
+        assert count(log) == 1 and not dead_letters(log)
+        await log.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_a_database_that_is_not_there_yet(postgres, make_record, tmp_path):
