@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--until", help="Only completions logged before this date (same formats).")
     exp.add_argument("--model", help="Only completions of this model or adapter name.")
     exp.add_argument(
+        "--project", help="Only completions made with keys of this project (`llmloop keys`)."
+    )
+    exp.add_argument(
         "--db",
         default=None,
         help="The log's database URL, as given to `llmloop serve --db` "
@@ -58,6 +61,7 @@ def _export(args: argparse.Namespace) -> int:
     db_url = args.db or default_db_url()
     filters = ConversationFilter(
         model=args.model,
+        project=args.project,
         since=parse_time(args.since, name="--since") if args.since else None,
         until=parse_time(args.until, name="--until") if args.until else None,
     )

@@ -6,7 +6,8 @@
 - kto: ``{"prompt", "completion", "label"}``: ratings give the label; a correction is a good
   completion and, unless it was rated, marks the original as a bad one.
 
-Every text passes through safety's PII detector again (the log is redacted when written; this is
+Each row also names who labelled it (``labelled_by``: the key id behind the feedback; TRL ignores
+the field). Every text passes through safety's PII detector again (the log is redacted when written; this is
 the second line), identical rows are dropped, and a manifest beside the file records counts,
 filters and the file's sha256.
 """
@@ -42,11 +43,12 @@ def export(store: FeedbackStore, fmt: Format, out: Path, filters: ConversationFi
     counts: Counter[str] = Counter()
     seen: set[str] = set()
     lines: list[str] = []
-    for source, row in _rows(store, fmt, filters, counts):
+    for source, row, labelled_by in _rows(store, fmt, filters, counts):
         row, num_pii = _scrub(row)
         counts["pii_redacted"] += num_pii
-        line = json.dumps(row, ensure_ascii=False, sort_keys=True)
-        digest = hashlib.sha256(line.encode()).hexdigest()
+        # the same example labelled twice is one row: the labeller is not part of its identity
+        digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+        line = json.dumps(row | {"labelled_by": labelled_by}, ensure_ascii=False, sort_keys=True)
         if digest in seen:
             counts["duplicates_dropped"] += 1
             continue
@@ -68,7 +70,7 @@ def export(store: FeedbackStore, fmt: Format, out: Path, filters: ConversationFi
         "sha256": hashlib.sha256(data).hexdigest(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "db": redact_url(store.db_url),
-        "filters": {k: getattr(filters, k) for k in ("since", "until", "model")},
+        "filters": {k: getattr(filters, k) for k in ("since", "until", "model", "project")},
         "counts": dict(sorted(counts.items())),
     }
     _write_atomic(out, data)
@@ -82,37 +84,44 @@ def manifest_path(out: Path) -> Path:
 
 def _rows(
     store: FeedbackStore, fmt: Format, filters: ConversationFilter, counts: Counter
-) -> Iterator[tuple[str, dict]]:
+) -> Iterator[tuple[str, dict, str | None]]:
+    """(where it came from, the TRL row, the key id of who labelled it)"""
     total = store.count(ConversationFilter(**{**vars(filters), "labelled": True}))
     for row in tqdm(store.iter_labelled(filters), total=total, desc="export", unit="row"):
         counts["completions_scanned"] += 1
         prompt, answer = _prompt(row), row["output"]
-        correction, rating = row["correction"], row["rating"]
+        correction, rating, who = row["correction"], row["rating"], row["labelled_by"]
         if fmt == "sft":
             best = correction or (answer if rating == 1 else None)
             if best is not None:
-                yield ("correction" if correction else "rating"), {"messages": prompt + _said(best)}
+                yield (
+                    ("correction" if correction else "rating"),
+                    {"messages": prompt + _said(best)},
+                    who,
+                )
         elif fmt == "dpo":
             if correction and correction != answer:
-                yield "correction", _pair(prompt, correction, answer)
+                yield "correction", _pair(prompt, correction, answer), who
         elif fmt == "kto":
             if rating is not None:
-                yield "rating", _kto(prompt, answer, rating == 1)
+                yield "rating", _kto(prompt, answer, rating == 1), who
             if correction:
-                yield "correction", _kto(prompt, correction, True)
+                yield "correction", _kto(prompt, correction, True), who
                 if rating is None and correction != answer:
-                    yield "correction", _kto(prompt, answer, False)
+                    yield "correction", _kto(prompt, answer, False), who
     if fmt == "dpo":
         yield from _preferences(store, filters)
 
 
-def _preferences(store: FeedbackStore, filters: ConversationFilter) -> Iterator[tuple[str, dict]]:
+def _preferences(
+    store: FeedbackStore, filters: ConversationFilter
+) -> Iterator[tuple[str, dict, str | None]]:
     pairs = store.preferences(filters)
-    rows = store.get_many(i for pair in pairs for i in pair)
-    for winner, loser in pairs:
+    rows = store.get_many(i for winner, loser, _ in pairs for i in (winner, loser))
+    for winner, loser, who in pairs:
         chosen, rejected = rows[winner]["output"], rows[loser]["output"]
         if chosen != rejected:
-            yield "preference", _pair(_prompt(rows[winner]), chosen, rejected)
+            yield "preference", _pair(_prompt(rows[winner]), chosen, rejected), who
 
 
 def _prompt(row: dict) -> list[dict]:

@@ -5,6 +5,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+DEFAULT_PROJECT = "default"
+"""The project of requests made with a key that names none (or on a server without keys)."""
+
 
 @dataclass(frozen=True)
 class CompletionRecord:
@@ -35,6 +38,9 @@ class CompletionRecord:
     api_key_id: str | None
     """A short sha256 prefix of the key, never the key."""
     user: str | None
+    project: str = DEFAULT_PROJECT
+    """The project of the key that made the request (``default`` for a key without one); a
+    label key sees its project only."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))

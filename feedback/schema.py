@@ -57,6 +57,7 @@ completions = Table(
     Column("correction", Text),
     Column("num_feedback", Integer, nullable=False, server_default="0"),
     Column("project", String(128)),  # the project of the key that made the request
+    Column("labelled_by", String(64)),  # the key id behind the latest feedback
     Index("ix_completions_created", "created", "id"),
     Index("ix_completions_model_created", "model", "created"),
     Index("ix_completions_rating_created", "rating", "created"),
@@ -108,12 +109,18 @@ def _v1_initial(op: Operations) -> None:
 
 
 def _v2_keys_and_projects(op: Operations) -> None:
-    """Scoped API keys; conversations and feedback tagged with the key's project."""
+    """Scoped API keys; conversations and feedback tagged with the key's project; who labelled."""
     bind = op.get_bind()
     api_keys.create(bind, checkfirst=True)  # a fresh database got it from _v1_initial
-    for table in ("completions", "feedback"):
-        if "project" not in {c["name"] for c in inspect(bind).get_columns(table)}:
-            op.add_column(table, Column("project", String(128)))
+    new_columns = {
+        "completions": [Column("project", String(128)), Column("labelled_by", String(64))],
+        "feedback": [Column("project", String(128))],
+    }
+    for table, columns in new_columns.items():
+        existing = {c["name"] for c in inspect(bind).get_columns(table)}
+        for column in columns:
+            if column.name not in existing:
+                op.add_column(table, column)
     op.create_index("ix_completions_project_created", "completions", ["project", "created"])
 
 

@@ -15,7 +15,7 @@ from llmloop.feedback.errors import (
     InvalidFilterError,
     UnknownCompletionError,
 )
-from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.record import DEFAULT_PROJECT, CompletionRecord
 from llmloop.feedback.schema import completions, feedback, migrate
 
 # What the UI's list shows per row; the full row comes from `get`.
@@ -48,6 +48,10 @@ class ConversationFilter:
     """Only completions with a rating, a correction or a preference."""
     q: str | None = None
     """Case-insensitive substring of the prompt or the answer."""
+    project: str | None = None
+    """Only this project's completions (a label key's view); None: every project."""
+    api_key_id: str | None = None
+    """Only completions made with this key (an infer key's own)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,8 @@ class Feedback:
     preferred_over: str | None = None
     """Another completion of the same prompt that ``completion_id`` beats."""
     api_key_id: str | None = None
+    """Who labelled: the id of the key that sent it."""
+    project: str | None = None
 
 
 class FeedbackStore:
@@ -90,22 +96,25 @@ class FeedbackStore:
         with self.engine.begin() as conn:
             return len(conn.execute(stmt, rows).all())
 
-    def add_feedback(self, fb: Feedback) -> dict:
+    def add_feedback(self, fb: Feedback, visible: ConversationFilter | None = None) -> dict:
+        """``visible``: the completions the caller may label (its project, or its own); any other
+        is reported unknown, so ids of other tenants' completions reveal nothing."""
         now = time.time()
+        scope = _conditions(visible or ConversationFilter())
         with self.engine.begin() as conn:
             target = conn.execute(
                 select(completions.c.id, completions.c.prompt_hash).where(
-                    completions.c.id == fb.completion_id
+                    completions.c.id == fb.completion_id, *scope
                 )
             ).first()
             if target is None:
                 raise UnknownCompletionError(f"no logged completion with id {fb.completion_id!r}")
             if fb.preferred_over is not None:
-                self._check_preference(conn, fb, target.prompt_hash)
+                self._check_preference(conn, fb, target.prompt_hash, scope)
             fb_id = conn.execute(
                 feedback.insert().values(created=now, **vars(fb)).returning(feedback.c.id)
             ).scalar_one()
-            latest = {"num_feedback": completions.c.num_feedback + 1}
+            latest = {"num_feedback": completions.c.num_feedback + 1, "labelled_by": fb.api_key_id}
             if fb.rating is not None:
                 latest["rating"] = fb.rating
             if fb.correction is not None:
@@ -121,11 +130,11 @@ class FeedbackStore:
                 )
         return {"id": f"fb-{fb_id}", "object": "feedback", "created": int(now), **vars(fb)}
 
-    def _check_preference(self, conn, fb: Feedback, prompt_hash: str) -> None:
+    def _check_preference(self, conn, fb: Feedback, prompt_hash: str, scope: list) -> None:
         if fb.preferred_over == fb.completion_id:
             raise InvalidFeedbackError("preferred_over must name another completion")
         other = conn.execute(
-            select(completions.c.prompt_hash).where(completions.c.id == fb.preferred_over)
+            select(completions.c.prompt_hash).where(completions.c.id == fb.preferred_over, *scope)
         ).first()
         if other is None:
             raise UnknownCompletionError(f"no logged completion with id {fb.preferred_over!r}")
@@ -136,9 +145,13 @@ class FeedbackStore:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get(self, completion_id: str) -> dict | None:
+    def get(self, completion_id: str, visible: ConversationFilter | None = None) -> dict | None:
+        """The completion and its feedback history; None if unknown or not ``visible``."""
+        scope = _conditions(visible or ConversationFilter())
         with self.engine.connect() as conn:
-            row = conn.execute(select(completions).where(completions.c.id == completion_id)).first()
+            row = conn.execute(
+                select(completions).where(completions.c.id == completion_id, *scope)
+            ).first()
             if row is None:
                 return None
             history = conn.execute(
@@ -156,11 +169,21 @@ class FeedbackStore:
             out.pop("search_text")
             return out
 
-    def siblings(self, completion_id: str, prompt_hash: str, *, limit: int = 20) -> list[dict]:
+    def siblings(
+        self,
+        completion_id: str,
+        prompt_hash: str,
+        visible: ConversationFilter | None = None,
+        *,
+        limit: int = 20,
+    ) -> list[dict]:
         """Other completions of the same prompt: the candidates for a side-by-side comparison."""
+        scope = _conditions(visible or ConversationFilter())
         stmt = (
             select(*SUMMARY_COLUMNS)
-            .where(completions.c.prompt_hash == prompt_hash, completions.c.id != completion_id)
+            .where(
+                completions.c.prompt_hash == prompt_hash, completions.c.id != completion_id, *scope
+            )
             .order_by(completions.c.created.desc())
             .limit(limit)
         )
@@ -209,10 +232,10 @@ class FeedbackStore:
         with self.engine.connect() as conn:
             yield from conn.execution_options(yield_per=batch_size).execute(stmt).mappings()
 
-    def preferences(self, filters: ConversationFilter) -> list[tuple[str, str]]:
-        """(winner id, loser id) for every preference given, oldest first."""
+    def preferences(self, filters: ConversationFilter) -> list[tuple[str, str, str | None]]:
+        """(winner id, loser id, the labeller's key id) for every preference, oldest first."""
         stmt = (
-            select(feedback.c.completion_id, feedback.c.preferred_over)
+            select(feedback.c.completion_id, feedback.c.preferred_over, feedback.c.api_key_id)
             .join(completions, completions.c.id == feedback.c.completion_id)
             .where(feedback.c.preferred_over.is_not(None), *_conditions(filters))
             .order_by(feedback.c.id)
@@ -258,11 +281,22 @@ def _conditions(f: ConversationFilter) -> list:
         conds.append(completions.c.created < f.until)
     if f.unlabelled:
         conds.append(completions.c.num_feedback == 0)
+    if f.project is not None:
+        conds.append(_in_project(f.project))
+    if f.api_key_id is not None:
+        conds.append(completions.c.api_key_id == f.api_key_id)
     if f.labelled:
         conds.append(completions.c.num_feedback > 0)
     if f.q:
         conds.append(completions.c.search_text.contains(f.q.lower(), autoescape=True))
     return conds
+
+
+def _in_project(project: str):
+    # rows logged before projects existed belong to the default project
+    if project == DEFAULT_PROJECT:
+        return or_(completions.c.project == project, completions.c.project.is_(None))
+    return completions.c.project == project
 
 
 def _row(r: CompletionRecord) -> dict:
@@ -288,6 +322,7 @@ def _row(r: CompletionRecord) -> dict:
         "latency_s": r.latency_s,
         "api_key_id": r.api_key_id,
         "user": r.user,
+        "project": r.project,
         "prompt_hash": r.prompt_hash,
         "search_text": f"{prompt_text}\n{output}".lower(),
         "prompt_preview": _last_user_turn(r.prompt_messages)[:200],

@@ -5,7 +5,8 @@ Texts arrive here already redacted by the safety layer; ``submit`` never blocks 
 import time
 from typing import TYPE_CHECKING
 
-from llmloop.feedback.record import CompletionRecord
+from llmloop.feedback.record import DEFAULT_PROJECT, CompletionRecord
+from llmloop.serve.auth.deps import request_key
 
 if TYPE_CHECKING:
     from llmloop.serve.pipeline import ServeContext
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
 
 def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_tokens: int) -> None:
     """``choices``: each choice's index, text and finish_reason (``logged_choice``)."""
-    state, body = ctx.request.app.state, ctx.body
+    state, body, key = ctx.request.app.state, ctx.body, request_key(ctx.request)
     if state.request_log is None or body.store is False:
         return
     state.request_log.submit(
@@ -33,8 +34,9 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
             prompt_tokens=ctx.num_prompt_tokens,
             completion_tokens=num_completion_tokens,
             latency_s=time.monotonic() - ctx.started,
-            api_key_id=getattr(ctx.request.state, "api_key_id", None),
+            api_key_id=key.id if key else None,
             user=body.user,
+            project=key.log_project if key else DEFAULT_PROJECT,
         )
     )
 

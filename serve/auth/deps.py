@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 
 from llmloop.serve.auth.keyring import KeyRing
-from llmloop.serve.auth.keys import MAX_SECRET_CHARS, ApiKey
+from llmloop.serve.auth.keys import EVERY_PROJECT, MAX_SECRET_CHARS, ApiKey
 from llmloop.serve.auth.ratelimit import RateLimiter, has_limits
 from llmloop.serve.auth.sessions import SESSION_COOKIE, SessionStore
 from llmloop.serve.errors import AuthenticationError, PermissionDeniedError
@@ -102,7 +102,8 @@ def session_key(request: Request) -> ApiKey:
         raise AuthenticationError(
             "the session has ended: sign in again with your API key", code="invalid_api_key"
         )
-    return dataclasses.replace(key, scopes=frozenset({"label"}))
+    project = EVERY_PROJECT if key.allows("admin") else key.project
+    return dataclasses.replace(key, scopes=frozenset({"label"}), project=project)
 
 
 def check_same_origin(request: Request) -> None:

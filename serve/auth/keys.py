@@ -15,7 +15,9 @@ from sqlalchemy.exc import IntegrityError
 
 from llmloop.errors import LLMLoopError
 from llmloop.feedback.db import create_db_engine
+from llmloop.feedback.record import DEFAULT_PROJECT
 from llmloop.feedback.schema import api_keys, migrate
+from llmloop.feedback.store import ConversationFilter
 
 SCOPES = ("infer", "label", "admin")
 """infer: completions, chat, embeddings, moderations, models, feedback on its own completions.
@@ -23,6 +25,9 @@ label: the labelling UI and its API, feedback and export, for its project only.
 admin: everything (adapters, keys, every project)."""
 SECRET_PREFIX = "sk-"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+EVERY_PROJECT = "*"
+"""The project of an admin key's UI session (label scope, every project); no key can be made
+with it (project names follow ``NAME_PATTERN``)."""
 MAX_SECRET_CHARS = 256
 """Longer bearer tokens are refused before hashing."""
 
@@ -62,6 +67,20 @@ class ApiKey:
 
     def allows(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    @property
+    def log_project(self) -> str:
+        """The project its requests are logged under."""
+        return self.project or DEFAULT_PROJECT
+
+    def visible(self) -> ConversationFilter:
+        """The logged completions it may read and label: every project's (admin), its project's
+        (label), or the ones it made itself (infer: feedback on its own answers)."""
+        if "admin" in self.scopes or self.project == EVERY_PROJECT:
+            return ConversationFilter()
+        if "label" in self.scopes:
+            return ConversationFilter(project=self.log_project)
+        return ConversationFilter(api_key_id=self.id)
 
     def to_dict(self) -> dict:
         return {
@@ -112,6 +131,8 @@ class KeyStore:
     ) -> tuple[ApiKey, str]:
         """The new key and its secret, which is not stored and cannot be shown again."""
         _check_name(name)
+        if project is not None and not NAME_PATTERN.fullmatch(project):
+            raise ApiKeyError(f"--project {project!r}: use letters, digits, '.', '_' or '-'")
         unknown = sorted(set(scopes) - set(SCOPES))
         if not scopes or unknown:
             raise ApiKeyError(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llmloop.feedback.errors import FeedbackError, UnknownCompletionError
 from llmloop.feedback.log import RequestLog
+from llmloop.feedback.record import DEFAULT_PROJECT
 from llmloop.feedback.store import ConversationFilter, Feedback, parse_time
 from llmloop.serve.auth.deps import require_infer_or_label, require_label
 from llmloop.serve.auth.keys import ApiKey
@@ -68,15 +69,20 @@ FEEDBACK_BODY = {
 async def create_feedback(request: Request, key: FeedbackKey) -> dict:  # scope: infer or label
     body = _parse_feedback(await request.body())
     log = _request_log(request)
-    fb = Feedback(**body.model_dump(), api_key_id=key.id if key else None)
+    fb = Feedback(
+        **body.model_dump(),
+        api_key_id=key.id if key else None,
+        project=key.log_project if key else DEFAULT_PROJECT,
+    )
+    visible = _visible(key)
     try:
-        return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
+        return await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
     except NotFoundError:
         # A client may rate an answer the moment it arrives, before the writer has stored it:
         # write what is queued, then look once more.
         if not await log.flush(timeout=PENDING_WRITE_TIMEOUT_S):
             raise
-        return await run_in_threadpool(_store_call, log.store.add_feedback, fb)
+        return await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
 
 
 # -- the UI's JSON API --------------------------------------------------------------------------
@@ -88,9 +94,10 @@ async def create_feedback_from_ui(request: Request, key: LabelKey) -> dict:  # s
     return await create_feedback(request, key)
 
 
-@router.get("/ui/api/conversations", dependencies=LABEL)
-def list_conversations(
+@router.get("/ui/api/conversations")
+def list_conversations(  # scope: label
     request: Request,
+    key: LabelKey,
     model: str | None = None,
     rating: int | None = None,
     since: str | None = None,
@@ -109,6 +116,8 @@ def list_conversations(
         until=_store_call(parse_time, until, name="until") if until else None,
         unlabelled=unlabelled,
         q=q or None,
+        project=_visible(key).project,
+        api_key_id=_visible(key).api_key_id,
     )
     store = _request_log(request).store
     page = _store_call(store.list_conversations, filters, cursor=cursor, limit=limit)
@@ -116,13 +125,13 @@ def list_conversations(
     return page
 
 
-@router.get("/ui/api/conversations/{completion_id}", dependencies=LABEL)
-def get_conversation(request: Request, completion_id: str) -> dict:
-    store = _request_log(request).store
-    row = store.get(completion_id)
+@router.get("/ui/api/conversations/{completion_id}")
+def get_conversation(request: Request, completion_id: str, key: LabelKey) -> dict:  # scope: label
+    store, visible = _request_log(request).store, _visible(key)
+    row = store.get(completion_id, visible)
     if row is None:
         raise NotFoundError(f"no logged completion with id {completion_id!r}", param="id")
-    row["siblings"] = store.siblings(completion_id, row.pop("prompt_hash"))
+    row["siblings"] = store.siblings(completion_id, row.pop("prompt_hash"), visible)
     return row
 
 
@@ -173,6 +182,11 @@ def _store_call(fn, *args, **kwargs):
         raise NotFoundError(str(e), param="completion_id") from e
     except FeedbackError as e:
         raise BadRequestError(str(e)) from e
+
+
+def _visible(key: ApiKey | None) -> ConversationFilter:
+    """What ``key`` may read and label; everything on a server without keys."""
+    return key.visible() if key else ConversationFilter()
 
 
 def _request_log(request: Request) -> RequestLog:

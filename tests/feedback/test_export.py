@@ -1,5 +1,6 @@
 """``llmloop feedback export``: TRL's SFT/DPO/KTO rows from labelled completions, PII-free."""
 
+import dataclasses
 import hashlib
 import json
 
@@ -133,3 +134,21 @@ def test_cli_on_an_empty_default_log(isolated_home, tmp_path, capsys):
     out = tmp_path / "kto.jsonl"
     assert llmloop(["feedback", "export", "--format", "kto", "--out", str(out)]) == 1
     assert "nothing to export as kto" in capsys.readouterr().err
+
+
+def test_each_row_names_who_labelled_it_and_a_project_exports_alone(db_url, make_record, tmp_path):
+    store = FeedbackStore(db_url)
+    store.migrate()
+    support = dataclasses.replace(make_record(1, output="Lyon"), project="support")
+    sales = dataclasses.replace(make_record(2, prompt="2+2?", output="5"), project="sales")
+    store.insert_records([support, sales])
+    store.add_feedback(Feedback(support.id, correction="Paris.", api_key_id="key-labeller01"))
+    store.add_feedback(Feedback(sales.id, correction="4", api_key_id="key-labeller02"))
+
+    out = tmp_path / "sft.jsonl"
+    export(store, "sft", out, ConversationFilter())
+    assert {r["labelled_by"] for r in rows(out)} == {"key-labeller01", "key-labeller02"}
+    export(store, "sft", out, ConversationFilter(project="support"))
+    (row,) = rows(out)
+    assert row["messages"][-1]["content"] == "Paris." and row["labelled_by"] == "key-labeller01"
+    store.close()

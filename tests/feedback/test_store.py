@@ -104,7 +104,9 @@ def test_preference_needs_the_same_prompt(store, make_record):
     store.insert_records([make_record(1), make_record(2), make_record(3, prompt="something else")])
     store.add_feedback(Feedback("chatcmpl-00000001", preferred_over="chatcmpl-00000002"))
     assert store.get("chatcmpl-00000002")["num_feedback"] == 1  # the loser is labelled too
-    assert store.preferences(ConversationFilter()) == [("chatcmpl-00000001", "chatcmpl-00000002")]
+    assert store.preferences(ConversationFilter()) == [
+        ("chatcmpl-00000001", "chatcmpl-00000002", None)
+    ]
     assert [s["id"] for s in store.siblings("chatcmpl-00000001", _hash(store, 1))] == [
         "chatcmpl-00000002"
     ]
