@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from llmloop.feedback.db import redact_url
 from llmloop.feedback.record import CompletionRecord
 from llmloop.paths import llmloop_home
 
@@ -32,8 +33,20 @@ MAX_ERROR_CHARS = 2000
 
 
 def default_spool_dir(db_url: str) -> Path:
-    """One spool per database, so switching ``--db`` never replays rows into the wrong one."""
-    return llmloop_home() / "spool" / hashlib.sha256(db_url.encode()).hexdigest()[:16]
+    """One spool per database, so switching ``--db`` never replays rows into the wrong one.
+
+    Named by a hash of the URL without its password: a hash of the password would let anyone who
+    can list the directory test guesses of it offline."""
+    spools = llmloop_home() / "spool"
+    spool = spools / _digest(redact_url(db_url))
+    legacy = spools / _digest(db_url)  # before the password was left out
+    if legacy != spool and legacy.is_dir() and not spool.exists():
+        legacy.rename(spool)
+    return spool
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class Spool:

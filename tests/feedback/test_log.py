@@ -330,3 +330,24 @@ def test_postgres_killed_mid_load_loses_no_acknowledged_row(postgres, make_recor
         await log.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_spool_name_does_not_depend_on_the_database_password(isolated_home):
+    from llmloop.feedback.spool import default_spool_dir
+
+    one = default_spool_dir("postgresql://llmloop:first-password@db/llmloop")
+    other = default_spool_dir("postgresql://llmloop:second-password@db/llmloop")
+    assert one == other
+    assert default_spool_dir("postgresql://llmloop:x@db/other") != one
+
+
+def test_a_spool_named_the_old_way_is_kept(isolated_home):
+    import hashlib
+
+    from llmloop.feedback.spool import default_spool_dir
+
+    url = "postgresql://llmloop:pw@db/llmloop"
+    legacy = isolated_home / "spool" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    legacy.mkdir(parents=True)
+    (legacy / "pending.jsonl").write_text("{}\n")
+    assert (default_spool_dir(url) / "pending.jsonl").read_text() == "{}\n"
