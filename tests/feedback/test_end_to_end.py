@@ -6,7 +6,9 @@ in the prompts is in none of the log, the exports or the artifact.
 """
 
 import json
+import shutil
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -37,14 +39,20 @@ LESSONS = [
 ]
 
 
+def server_home(server) -> Path:
+    """The LLMLOOP_HOME the server under test was started with (which a test's isolated_home may
+    have changed since)."""
+    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
+    return Path(
+        next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"LLMLOOP_HOME="))
+    )
+
+
 def server_db_url(server) -> str:
-    """The log of the server under test: it runs with the default --db, under the LLMLOOP_HOME
-    it was started with (which a test's isolated_home may have changed since)."""
+    """The log of the server under test: it runs with the default --db."""
     if getattr(server, "db_url", None):
         return server.db_url
-    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
-    home = next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"LLMLOOP_HOME="))
-    return f"sqlite:///{Path(home) / 'llmloop.db'}"
+    return f"sqlite:///{server_home(server) / 'llmloop.db'}"
 
 
 def ask(client, model: str, question: str) -> tuple[str, str]:
@@ -97,8 +105,9 @@ def test_corrections_teach_the_served_model(
     dpo_rows = [json.loads(line) for line in dpo.open()]
     assert {r["chosen"][0]["content"] for r in dpo_rows} >= {c for _, c, _ in LESSONS}
 
-    # fine-tune on the exported corrections: a few steps, a learning rate that memorises them
-    artifact = tmp_path / "corrected"
+    # fine-tune on the exported corrections: a few steps, a learning rate that memorises them,
+    # into the server's artifact store (a server loads run-time adapters from there only)
+    artifact = server_home(llmloop_server) / "adapters" / f"corrected-{uuid.uuid4().hex[:8]}"
     # (the loss is ~0.003 after a dozen steps on these four rows; short rows keep memory small
     # beside the running engine)
     argv = ["finetune", "sft", "--base", str(default_model_dir), "--data", str(sft)]
@@ -122,6 +131,7 @@ def test_corrections_teach_the_served_model(
             learnt = [word in ask(client, "corrected", q)[1] for q, _, word in LESSONS]
         finally:
             http.post("/v1/unload_lora_adapter", json={"lora_name": "corrected"})
+            shutil.rmtree(artifact, ignore_errors=True)
     assert sum(learnt) >= 3, learnt
 
 
