@@ -41,6 +41,14 @@ class ServerProcess:
         )
 
     @property
+    def home(self) -> Path:
+        """The LLMLOOP_HOME the server was started with (a test's isolated_home may have changed
+        this process's since); run-time adapters load from its ``adapters/``."""
+        environ = Path(f"/proc/{self.process.pid}/environ").read_bytes().split(b"\0")
+        prefix = b"LLMLOOP_HOME="
+        return Path(next(e[len(prefix) :].decode() for e in environ if e.startswith(prefix)))
+
+    @property
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
 

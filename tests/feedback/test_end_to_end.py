@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -39,20 +38,11 @@ LESSONS = [
 ]
 
 
-def server_home(server) -> Path:
-    """The LLMLOOP_HOME the server under test was started with (which a test's isolated_home may
-    have changed since)."""
-    environ = Path(f"/proc/{server.process.pid}/environ").read_bytes().split(b"\0")
-    return Path(
-        next(e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"LLMLOOP_HOME="))
-    )
-
-
 def server_db_url(server) -> str:
     """The log of the server under test: it runs with the default --db."""
     if getattr(server, "db_url", None):
         return server.db_url
-    return f"sqlite:///{server_home(server) / 'llmloop.db'}"
+    return f"sqlite:///{server.home / 'llmloop.db'}"
 
 
 def ask(client, model: str, question: str) -> tuple[str, str]:
@@ -107,7 +97,7 @@ def test_corrections_teach_the_served_model(
 
     # fine-tune on the exported corrections: a few steps, a learning rate that memorises them,
     # into the server's artifact store (a server loads run-time adapters from there only)
-    artifact = server_home(llmloop_server) / "adapters" / f"corrected-{uuid.uuid4().hex[:8]}"
+    artifact = llmloop_server.home / "adapters" / f"corrected-{uuid.uuid4().hex[:8]}"
     # (the loss is ~0.003 after a dozen steps on these four rows; short rows keep memory small
     # beside the running engine)
     argv = ["finetune", "sft", "--base", str(default_model_dir), "--data", str(sft)]

@@ -2,6 +2,8 @@
 adapter into the running server, and ask paraphrased questions it never saw in training."""
 
 import json
+import shutil
+import uuid
 
 import pytest
 
@@ -27,10 +29,12 @@ FACT_RUN = {
 
 
 @pytest.fixture(scope="module")
-def facts_adapter(train_home, tmp_path_factory):
-    work = tmp_path_factory.mktemp("facts")
-    data = write_training_file(work / "facts.jsonl")
-    return sft(SFTConfig.from_flat({"data": str(data), "output": str(work / "facts"), **FACT_RUN}))
+def facts_adapter(train_home, tmp_path_factory, llmloop_server):
+    """Trained into the server's artifact store: a server loads run-time adapters from there."""
+    data = write_training_file(tmp_path_factory.mktemp("facts") / "facts.jsonl")
+    output = llmloop_server.home / "adapters" / f"facts-{uuid.uuid4().hex[:8]}"
+    yield sft(SFTConfig.from_flat({"data": str(data), "output": str(output), **FACT_RUN}))
+    shutil.rmtree(output, ignore_errors=True)
 
 
 def ask(client, model: str, question: str) -> str:
