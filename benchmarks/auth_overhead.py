@@ -31,7 +31,7 @@ from llmloop.serve.auth.ratelimit import RateLimiter
 from llmloop.serve.config import ServerConfig
 from tests.serve.fakes import FakeEngine
 
-BIG = KeyLimits(rpm=10**9, tpm=10**12, max_concurrent=10**6)
+BIG = KeyLimits(rpm=10**9, tpm=2 * 10**9, max_concurrent=10**6)
 CHAT = {
     "model": "fake-model",
     "messages": [{"role": "user", "content": "hi there"}],

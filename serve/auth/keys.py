@@ -29,6 +29,8 @@ EVERY_PROJECT = "*"
 """The project of an admin key's UI session (label scope, every project); no key can be made
 with it (project names follow ``NAME_PATTERN``)."""
 MAX_SECRET_CHARS = 256
+MAX_LIMIT = 2**31 - 1
+"""The largest limit a key can have (the database stores 32-bit integers)."""
 """Longer bearer tokens are refused before hashing."""
 
 
@@ -47,8 +49,10 @@ class KeyLimits:
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if value is not None and value < 1:
-                raise ApiKeyError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            if value is not None and not 1 <= value <= MAX_LIMIT:
+                raise ApiKeyError(
+                    f"--{name.replace('_', '-')} must be between 1 and {MAX_LIMIT}, got {value}"
+                )
 
 
 @dataclass(frozen=True)

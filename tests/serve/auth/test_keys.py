@@ -59,6 +59,7 @@ def test_a_ring_is_open_only_when_no_key_exists_anywhere(store, db_url) -> None:
         (lambda s: s.create("a", []), "--scope"),
         (lambda s: s.revoke("nobody"), "no active key"),
         (lambda s: KeyLimits(rpm=0), "--rpm"),
+        (lambda s: KeyLimits(tpm=10**12), "--tpm must be between 1 and 2147483647"),
     ],
 )
 def test_bad_requests_say_what_to_change(store: KeyStore, call, message: str) -> None:
