@@ -5,6 +5,7 @@ appears (``<EMAIL_1>`` in the prompt and in the answer), so a model can still re
 """
 
 import hashlib
+import re
 from typing import Literal
 
 from llmloop.safety.normalize import normalize
@@ -40,8 +41,10 @@ class Redactor:
 
     def replacement(self, finding: Finding) -> str:
         if self.operator == "mask":
-            # keep separators so the shape stays readable: ***-**-****
-            return "".join(MASK_CHAR if ch.isalnum() else ch for ch in finding.text)
+            # keep separators so the shape stays readable (***-**-****), but not the invisible
+            # or tag characters inside the value: tag characters can spell it out
+            value = normalize(finding.text, decode_tags=True).text
+            return "".join(MASK_CHAR if ch.isalnum() else ch for ch in value)
         if self.operator == "hash":
             digest = hashlib.sha256((self.salt + _canonical(finding.text)).encode()).hexdigest()[
                 :12
@@ -55,5 +58,10 @@ class Redactor:
 
 
 def _canonical(value: str) -> str:
-    """The same value written differently (spacing, case, full-width digits) is one value."""
-    return "".join(ch for ch in normalize(value).text.lower() if ch.isalnum() or ch in "@.+:")
+    """The same value written differently (spacing, case, full-width digits, invisible
+    characters inside) is one value; one written in tag characters only is read from them."""
+    canonical = _NOT_CANONICAL.sub("", normalize(value).text.lower())
+    return canonical or _NOT_CANONICAL.sub("", normalize(value, decode_tags=True).text.lower())
+
+
+_NOT_CANONICAL = re.compile(r"[^\w@.+:]|_")  # what a value may be written with or without

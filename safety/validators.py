@@ -73,8 +73,13 @@ def is_iban(compact: str) -> bool:
     if IBAN_LENGTHS.get(compact[:2]) != len(compact) or not compact[2:4].isdigit():
         return False
     rearranged = compact[4:] + compact[:4]
-    number = "".join(str(int(ch, 36)) for ch in rearranged)
-    return int(number) % 97 == 1
+    return int(rearranged.translate(_IBAN_LETTER_DIGITS)) % 97 == 1
+
+
+# ISO 13616: A is 10, B is 11, ... Z is 35
+_IBAN_LETTER_DIGITS = str.maketrans(
+    {chr(c): str(c - ord("A") + 10) for c in range(ord("A"), ord("Z") + 1)}
+)
 
 
 def is_us_ssn(text: str) -> bool:
