@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
+from llmloop.safety.messages import detect_messages
 from llmloop.safety.partial import Partial, trailing_partial
 from llmloop.safety.pii import Finding, detect
 from llmloop.safety.policy import Direction, DirectionPolicy, SafetyPolicy
@@ -84,13 +85,14 @@ class Guard:
         direction: Direction,
         redactor: Redactor | None,
         classification: Classification | None,
+        findings: list[Finding] | None = None,
     ) -> Verdict:
         """``check`` with the harm classification already made (None: not needed), for callers
         that classify many texts in one batch. An output is a whole answer: a fragment at its
         end that may be the start of a PII value is hidden too (``safety/partial.py``)."""
         rules = self.policy.direction(direction)
         redactor = redactor or Redactor(self.policy.operator)
-        findings = detect(text)
+        findings = detect(text) if findings is None else findings
         blocked = blocked_pii(findings, rules) + blocked_harm(classification, rules)
         hidden = [f for f in findings if rules.pii[f.type] != "allow"]
         if direction == "output":
@@ -107,6 +109,23 @@ class Guard:
             action = "allow"
         redactions = [Redaction(f.start, f.end, redactor.replacement(f)) for f in hidden]
         return Verdict(action, safe_text, findings, blocked, classification, redactions)
+
+    def judge_messages(
+        self,
+        texts: list[str],
+        direction: Direction,
+        redactor: Redactor | None,
+        classifications: list[Classification | None],
+    ) -> list[Verdict]:
+        """``judge`` for each message of one conversation (or each text of one prompt),
+        with a PII value split across adjacent messages found in each (``detect_messages``)."""
+        redactor = redactor or Redactor(self.policy.operator)
+        return [
+            self.judge(text, direction, redactor, classification, findings)
+            for text, classification, findings in zip(
+                texts, classifications, detect_messages(texts), strict=True
+            )
+        ]
 
     def classify(self, text: str, direction: Direction) -> Classification | None:
         if not needs_classification(text, self.policy.direction(direction)):

@@ -129,11 +129,10 @@ class Guardrails:
         to_classify = [text for text, need in zip(texts, needed, strict=True) if need]
         classified = iter(await self.batchers[direction].submit(to_classify))
         classifications = [next(classified) if need else None for need in needed]
-        verdicts = await asyncio.to_thread(  # PII detection: regexes over maybe long texts
-            lambda: [
-                self.guard.judge(text, direction, redactor, classification)
-                for text, classification in zip(texts, classifications, strict=True)
-            ]
+        # PII detection off the event loop; the texts are one conversation's messages (or one
+        # request's prompts, or its retrieved chunks): a value split across two is found too
+        verdicts = await asyncio.to_thread(
+            self.guard.judge_messages, texts, direction, redactor, classifications
         )
         for verdict in verdicts:
             self._count(direction, verdict)
