@@ -13,7 +13,7 @@ from typing import Literal
 from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
 from llmloop.safety.messages import detect_messages
 from llmloop.safety.partial import Partial, trailing_partial
-from llmloop.safety.pii import Finding, detect
+from llmloop.safety.pii import MAX_PII_CHARS, Finding, detect
 from llmloop.safety.policy import Direction, DirectionPolicy, SafetyPolicy
 from llmloop.safety.redact import Redactor
 
@@ -172,7 +172,10 @@ def blocked_harm(classification: Classification | None, rules: DirectionPolicy) 
 JOINABLE = frozenset("0123456789+-().# ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 MAX_JOINABLE_HOLD = 64  # chars; longer than any spaced PII (an IBAN is at most 34 + 8 spaces)
 MAX_WORD_HOLD = 4096  # chars; one "word" (no whitespace) is held whole up to this size
-MAX_KEY_HOLD = 16384  # chars; an unterminated private key block is held up to this size
+# A hold that outgrows its cap (twice MAX_JOINABLE_HOLD for a joinable run) is released down
+# to half of it: the held text is then checked again once per half cap of new text, not at
+# every delta.
+MAX_KEY_HOLD = MAX_PII_CHARS  # chars; an unterminated private key block is held up to this
 CONTEXT_CHARS = 32  # already-released text the detectors see before the pending text
 HARM_FIRST_CHARS = 48  # the first check, at the first sentence end past this length ...
 HARM_CHECK_CHARS = 240  # ... then after this many new chars at a sentence end ...
@@ -204,14 +207,36 @@ class StreamGuard:
     """Every PII span released so far (offsets into the whole streamed text)."""
     redactions: list[Redaction] = field(default_factory=list, init=False)
     """The spans of ``text`` replaced in what was released, in order."""
-    text: str = field(default="", init=False, repr=False)
-    """Everything fed so far, unredacted (never send this)."""
+    _pieces: list[str] = field(default_factory=list, init=False, repr=False)  # every delta
+    _length: int = field(default=0, init=False, repr=False)  # len(text)
+    # text[_base:]: what later steps still read. Appending to it copies it, so it is kept
+    # short; appending to the whole text would copy it all for every delta (quadratic).
+    _tail: str = field(default="", init=False, repr=False)
+    _base: int = field(default=0, init=False, repr=False)
     _released: int = field(default=0, init=False, repr=False)  # chars of ``text`` released
     _classified: int = field(default=0, init=False, repr=False)  # len(text) at the last check
     _at_sentence_end: bool = field(default=False, init=False, repr=False)  # the last delta's
 
     def __post_init__(self) -> None:
         self.rules = self.guard.policy.direction(self.direction)
+
+    @property
+    def text(self) -> str:
+        """Everything fed so far, unredacted (never send this)."""
+        return "".join(self._pieces)
+
+    def _since(self, start: int) -> str:
+        """``text[start:]``, for a ``start`` no earlier than what ``_trim`` keeps."""
+        return self._tail[start - self._base :]
+
+    def _trim(self) -> None:
+        """Drop from the tail what no later step reads."""
+        keep = self._released - CONTEXT_CHARS
+        if self.rules.needs_classifier:
+            keep = min(keep, self._classified - HARM_CONTEXT_CHARS)
+        if keep > self._base:
+            self._tail = self._tail[keep - self._base :]
+            self._base = keep
 
     def feed(self, delta: str) -> str:
         """The text that is safe to emit now, already redacted ("" while holding back)."""
@@ -226,24 +251,26 @@ class StreamGuard:
 
     def push(self, delta: str) -> None:
         if not self.blocked:
-            self.text += delta
-            self._at_sentence_end = any(ch in SENTENCE_ENDS for ch in delta)
+            self._pieces.append(delta)
+            self._tail += delta
+            self._length += len(delta)
+            self._at_sentence_end = not SENTENCE_ENDS.isdisjoint(delta)
 
     def harm_window(self, final: bool = False) -> str | None:
         """The text to classify now (the new text and its context), or None when no check is
         due; ``final``: whatever was not classified yet. Counts as classified once returned."""
-        new = len(self.text) - self._classified
+        new = self._length - self._classified
         if self.blocked or not new or not self.rules.needs_classifier:
             return None
         if not final:
             if self._classified == 0:
-                due = len(self.text) >= HARM_FIRST_CHARS and self._at_sentence_end
+                due = self._length >= HARM_FIRST_CHARS and self._at_sentence_end
             else:
                 due = new >= HARM_FORCE_CHARS or (new >= HARM_CHECK_CHARS and self._at_sentence_end)
             if not due:
                 return None
-        window = self.text[max(0, self._classified - HARM_CONTEXT_CHARS) :]
-        self._classified = len(self.text)
+        window = self._since(max(0, self._classified - HARM_CONTEXT_CHARS))
+        self._classified = self._length
         return window if needs_classification(window, self.rules) else None
 
     def apply(self, classification: Classification | None) -> None:
@@ -261,30 +288,36 @@ class StreamGuard:
         with an unfinished PII value at the end hidden as in ``Guard.judge``."""
         if self.blocked:
             return ""
-        return self._release(len(self.text) if final else self._hold_start(), final)
+        return self._release(self._length if final else self._hold_start(), final)
 
     def _classify_inline(self, window: str | None) -> None:
         if window is not None:
             self.apply(self.guard.classify(window, self.direction))
 
     def _hold_start(self) -> int:
-        """Where the suffix starts that could still become (part of) a PII span."""
-        text, lo = self.text, self._released
-        key = text.rfind(PRIVATE_KEY_BEGIN, lo)
-        if key >= 0 and "-----END" not in text[key + len(PRIVATE_KEY_BEGIN) :]:
-            return max(key, len(text) - MAX_KEY_HOLD)
-        start = len(text)
-        while start > lo and not text[start - 1].isspace():  # the last word may still grow
+        """Where the suffix starts that could still become (part of) a PII span. Linear in the
+        held text, at C speed but for the joinable run (at most 128 chars)."""
+        held = self._since(self._released)  # offsets below are into held
+        key = held.rfind(PRIVATE_KEY_BEGIN)
+        if key >= 0 and "-----END" not in held[key + len(PRIVATE_KEY_BEGIN) :]:
+            if len(held) - key > MAX_KEY_HOLD:
+                key = len(held) - MAX_KEY_HOLD // 2
+            return self._released + key
+        # the last word may still grow
+        word = "" if not held or held[-1].isspace() else held.rsplit(None, 1)[-1]
+        if len(word) > MAX_WORD_HOLD:
+            word = word[-(MAX_WORD_HOLD // 2) :]
+        start = word_start = len(held) - len(word)
+        joinable_floor = max(0, start - 2 * MAX_JOINABLE_HOLD)
+        while start > joinable_floor and held[start - 1] in JOINABLE:
             start -= 1
-        start = word_start = max(start, len(text) - MAX_WORD_HOLD)
-        joinable_floor = max(lo, start - MAX_JOINABLE_HOLD)
-        while start > joinable_floor and text[start - 1] in JOINABLE:
-            start -= 1
-        if text[start:word_start].strip():
+        if word_start - start == 2 * MAX_JOINABLE_HOLD:  # a long run: keep its last stretch
+            start = joinable_floor = word_start - MAX_JOINABLE_HOLD
+        if held[start:word_start].strip():
             # the run may begin inside a word ("iban:de89 3704", "Tel:555 123"): hold it all
-            while start > joinable_floor and not text[start - 1].isspace():
+            while start > joinable_floor and not held[start - 1].isspace():
                 start -= 1
-        return start
+        return self._released + start
 
     def _release(self, cut: int, final: bool = False) -> str:
         """Redact and release ``text[_released:cut]``, moving ``cut`` back so that no PII span
@@ -292,7 +325,7 @@ class StreamGuard:
         if cut <= self._released:
             return ""
         window_start = max(0, self._released - CONTEXT_CHARS)
-        window = self.text[window_start:]
+        window = self._since(window_start)
         pending = []
         for f in detect(window):
             start, end = f.start + window_start, f.end + window_start
@@ -313,7 +346,7 @@ class StreamGuard:
             elif partial:  # it began in text already released: hide the rest of it
                 start = self._released
                 hidden.append(Finding(partial.type, start, partial.end, self.text[start:], 0.5))
-        chunk = self.text[self._released : cut]
+        chunk = self._since(self._released)[: cut - self._released]
         shifted = [
             Finding(f.type, f.start - self._released, f.end - self._released, f.text, f.score)
             for f in hidden
@@ -321,4 +354,5 @@ class StreamGuard:
         self.findings.extend(released)
         self.redactions += [Redaction(f.start, f.end, self.redactor.replacement(f)) for f in hidden]
         self._released = cut
+        self._trim()
         return self.redactor.redact(chunk, shifted) if shifted else chunk
