@@ -1,3 +1,5 @@
+import hashlib
+
 import pytest
 
 from llmloop.safety.pii import detect
@@ -24,12 +26,19 @@ def test_mask_keeps_the_shape() -> None:
     assert Redactor("mask").redact(text, detect(text)) == "ssn ***-**-****"
 
 
-def test_hash_is_deterministic_and_salted() -> None:
+def test_hash_is_a_keyed_hmac_made_once_per_home(isolated_home, monkeypatch) -> None:
     text = "card 4111 1111 1111 1111"
     hashed = Redactor("hash").redact(text, detect(text))
     assert hashed.startswith("card <CREDIT_CARD:") and "4111" not in hashed
-    assert Redactor("hash").redact(text, detect(text)) == hashed
-    assert Redactor("hash", salt="deployment-1").redact(text, detect(text)) != hashed
+    assert Redactor("hash").redact(text, detect(text)) == hashed  # the same key, kept in the home
+    key_file = isolated_home / "redaction.key"
+    assert len(key_file.read_bytes()) == 32 and key_file.stat().st_mode & 0o077 == 0
+    # without the key, the digest is not sha256 of the value: trying every card number fails
+    plain = hashlib.sha256(b"4111111111111111").hexdigest()[:12]
+    assert plain not in hashed
+    monkeypatch.setenv("LLMLOOP_REDACTION_KEY", "shared-by-every-replica")
+    assert Redactor("hash").redact(text, detect(text)) != hashed
+    assert Redactor("hash", key=b"k").redact(text, detect(text)) != hashed
 
 
 def test_the_same_value_written_differently_is_one_placeholder() -> None:
