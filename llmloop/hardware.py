@@ -74,8 +74,8 @@ def vllm_cpu_thread_env(environ: Mapping[str, str], num_cores: int) -> dict[str,
       - let an OpenMP thread that waits for another sleep at once (``OMP_WAIT_POLICY=PASSIVE``)
         instead of spinning first (libgomp's default): with more runnable threads than cores
         (another server, the tests) the spinning threads burnt the cores the others waited for,
-        and decoding ran 7.7x slower than with vLLM's one bound thread; passive threads were as
-        fast as spinning ones on a lightly loaded host (docs/serving.md).
+        and decoding ran 7.7x slower than with vLLM's one bound thread; passive threads decoded
+        as fast as spinning ones under a light load (docs/serving.md).
     """
     if num_cores > SMALL_HOST_CORES:
         return {}
