@@ -26,7 +26,7 @@ def check_torchvision() -> None:
     if importlib.util.find_spec("torchvision") is None:
         return
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module("torchvision")  # not a requirement: present only by accident
     except Exception as e:
         raise InstallError(
             f"torchvision does not match the installed torch ({e}); run `{UNINSTALL_CUDA_VISION}`"

@@ -1,5 +1,7 @@
 """Keys in the log database, the server's keyring over them, and the per-key rate limiter."""
 
+from collections.abc import Iterator
+
 import pytest
 
 from llmloop.serve.auth.keyring import KeyRing
@@ -14,7 +16,7 @@ def db_url(tmp_path) -> str:
 
 
 @pytest.fixture
-def store(db_url) -> KeyStore:
+def store(db_url) -> Iterator[KeyStore]:
     store = KeyStore(db_url)
     yield store
     store.close()
