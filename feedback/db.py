@@ -1,5 +1,6 @@
 """Opening the log's database: SQLite (WAL) by default, PostgreSQL by URL."""
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -58,9 +59,14 @@ def _sqlite_engine(url, busy_timeout_s: float) -> Engine:
 
 def _private_file(path: Path) -> None:
     """The log holds every conversation and the key hashes: only its owner may read it. SQLite
-    gives its -wal and -shm files the database file's mode."""
+    gives its -wal and -shm files the database file's mode.
+
+    An existing file is never opened here: closing any descriptor of a database file drops every
+    POSIX lock this process holds on it, including those of its SQLite connections (another
+    process may then checkpoint and delete the WAL under them, and their writes vanish)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     if path.stat().st_uid == os.getuid():
         path.chmod(0o600)
 
