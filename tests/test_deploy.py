@@ -52,7 +52,9 @@ def test_compose_wires_the_server_to_postgres_and_prometheus():
     assert {"llmloop", "postgres", "prometheus", "grafana"} <= services.keys()
     server = services["llmloop"]
     assert server["build"]["context"] == "."
-    assert any(arg.startswith("--db=postgresql") for arg in server["command"])
+    # the URL holds a password: in the environment, never on the command line (`ps`)
+    assert server["environment"]["LLMLOOP_DB"].startswith("postgresql")
+    assert not any("postgresql" in arg for arg in server.get("command", []))
     for service in services.values():
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]

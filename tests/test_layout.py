@@ -94,15 +94,17 @@ def test_bare_names_do_not_resolve_outside_the_repo(tmp_path: Path) -> None:
 def test_every_module_imports_under_one_name_only(tmp_path: Path) -> None:
     """Import every module of the installed package; none may load a repo file twice."""
     probe = (
-        "import pkgutil, sys, llmloop\n"
+        "import os, pkgutil, sys, llmloop\n"
         "for m in pkgutil.walk_packages(llmloop.__path__, 'llmloop.'):\n"
         "    __import__(m.name)\n"
+        # the checkout the installed llmloop points at (a clone's own .venv: this repo)
+        "root = os.path.dirname(os.path.dirname(os.path.realpath(llmloop.__file__))) + os.sep\n"
         "seen = {}\n"
         "for name, module in list(sys.modules.items()):\n"
         "    path = getattr(module, '__file__', None)\n"
-        f"    if path and path.startswith({str(REPO_ROOT)!r}) and '/.venv/' not in path:\n"
+        "    real = os.path.realpath(path) if path else ''\n"
+        "    if real.startswith(root) and os.sep + '.venv' + os.sep not in real:\n"
         "        assert name.startswith('llmloop'), name\n"
-        "        import os; real = os.path.realpath(path)\n"
         "        assert real not in seen, (name, seen.get(real))\n"
         "        seen[real] = name\n"
         "print(len(seen))\n"
