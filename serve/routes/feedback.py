@@ -7,6 +7,7 @@ static page, script and style hold no data and stay public, so a browser can loa
 its login form before it has a key. Include this router without extra dependencies.
 """
 
+import dataclasses
 import json
 from importlib.resources import files
 from typing import Annotated, Literal
@@ -109,15 +110,14 @@ def list_conversations(  # scope: label
 ) -> dict:
     if rating not in (None, 1, -1):
         raise BadRequestError("rating must be 1 or -1", param="rating")
-    filters = ConversationFilter(
+    filters = dataclasses.replace(  # the asked-for filters, within what the key may see
+        _visible(key),
         model=model or None,
         rating=rating,
         since=_store_call(parse_time, since, name="since") if since else None,
         until=_store_call(parse_time, until, name="until") if until else None,
         unlabelled=unlabelled,
         q=q or None,
-        project=_visible(key).project,
-        api_key_id=_visible(key).api_key_id,
     )
     store = _request_log(request).store
     page = _store_call(store.list_conversations, filters, cursor=cursor, limit=limit)
