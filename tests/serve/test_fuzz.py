@@ -1,5 +1,7 @@
 """Fuzz every operation of /openapi.json: bad input is a 4xx in OpenAI's shape, never a 5xx."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
@@ -30,6 +32,7 @@ def make_app(keyring: KeyRing):
     )
     app.state.engine = FakeEngine()
     app.state.harm_classifier = StubClassifier()  # the real one: tests/serve/test_moderations.py
+    app.state.tokenizer_executor = ThreadPoolExecutor(1)  # what the lifespan would start
 
     async def without_lifespan(scope, receive, send):
         if scope["type"] != "lifespan":
