@@ -17,6 +17,7 @@ import yaml
 
 from llmloop import registry
 from llmloop.finetune.errors import ArtifactError
+from llmloop.finetune.plots import LOSS_PLOT, write_loss_plot
 from llmloop.models import model_hash
 
 ARTIFACT_FILES = (
@@ -27,6 +28,7 @@ ARTIFACT_FILES = (
     "metrics.json",
     "README.md",
     "requirements.txt",
+    "loss.png",
 )
 PINNED_PACKAGES = (
     "torch",
@@ -48,11 +50,15 @@ def write_artifact(
     base_dir: Path,
     manifest: dict[str, Any],
     metrics: dict[str, Any],
+    resolved: dict[str, str] | None = None,
 ) -> registry.Artifact:
-    """Write everything but the adapter weights, then register the dir as an ``adapter``."""
+    """Write everything but the adapter weights, then register the dir as an ``adapter``.
+
+    ``resolved``: the settings computed from the model and data (``defaults``), with why."""
     training_config = {
         "method": method,
         **config.to_dict(),
+        "resolved_defaults": resolved or {},
         "base_model": {
             "name": config.model.base,
             "path": str(base_dir),
@@ -67,8 +73,9 @@ def write_artifact(
     (output_dir / "data_manifest.json").write_text(json.dumps(manifest, indent=2))
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (output_dir / "requirements.txt").write_text(pinned_requirements())
+    plot = write_loss_plot(output_dir, metrics)
     (output_dir / "README.md").write_text(
-        model_card(config, method, training_config, manifest, metrics)
+        model_card(config, method, training_config, manifest, metrics, has_plot=plot is not None)
     )
     headline = {k: v for k, v in metrics.items() if isinstance(v, int | float) and v is not None}
     headline = {k: headline[k] for k in ("train_loss", "eval_loss", "train_steps") if k in headline}
@@ -112,8 +119,13 @@ def pinned_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def model_card(config, method: str, training_config: dict, manifest: dict, metrics: dict) -> str:
+def model_card(
+    config, method: str, training_config: dict, manifest: dict, metrics: dict, has_plot: bool
+) -> str:
     base = training_config["base_model"]
+    resolved = training_config.get("resolved_defaults") or {}
+    resolved_lines = "".join(f"\n  - {name} = {why}" for name, why in resolved.items())
+    plot = f"\n![loss curve]({LOSS_PLOT})\n" if has_plot else ""
     files = manifest.get("files", [])
     data_lines = "\n".join(
         f"- `{f['path']}` (sha256 `{f['sha256'][:16]}…`, {f['rows_used']} rows)" for f in files
@@ -135,6 +147,7 @@ A {config.model.method.upper()} adapter ({method.upper()}) for `{base["name"]}`
 - steps: {metrics.get("train_steps")}, batch size {config.train.batch_size} x
   {config.train.gradient_accumulation_steps} accumulation, learning rate {config.train.learning_rate}
   ({config.train.lr_scheduler_type}, {config.train.warmup_steps} warmup steps), seed {config.train.seed}
+- computed from the base model and the data (not set by hand):{resolved_lines or " none"}
 - every setting: `training_config.yaml`; versions: `requirements.txt`
 
 ## Data
@@ -144,7 +157,7 @@ A {config.model.method.upper()} adapter ({method.upper()}) for `{base["name"]}`
 ## Results
 - train loss: {metrics.get("train_loss_first")} (first step) → {metrics.get("train_loss")} (last step)
 - eval loss: {eval_loss if eval_loss is not None else "n/a (no held-out split)"}
-
+{plot}
 ## Use
 ```
 llmloop serve --adapter {config.output.artifact_name}=<this dir>

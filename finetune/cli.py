@@ -3,10 +3,11 @@
 import argparse
 import dataclasses
 import sys
+import typing
 from pathlib import Path
 
 from llmloop.config_docs import field_docs
-from llmloop.finetune.config import SECTIONS, load_recipe
+from llmloop.finetune.config import ALIASES, SECTIONS, load_recipe
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 EPILOG = """examples:
@@ -14,7 +15,10 @@ EPILOG = """examples:
   llmloop finetune sft --config {recipes}/smollm2-135m-lora.yaml --data train.jsonl --output out
   accelerate launch -m llmloop.cli finetune sft --data train.jsonl --output out   # several GPUs
 Recipes: every flag can live in a YAML file (flat or under model/lora/data/train/output);
-flags given on the command line override the recipe."""
+flags given on the command line override the recipe. Unset learning rate, rank, alpha, epochs,
+warmup and held-out split are computed from the base model's size and the data (printed at start,
+written to training_config.yaml; see docs/finetune.md). Hugging Face names work too:
+--model-name-or-path, --output-dir, --num-train-epochs, --per-device-train-batch-size, --lora-r."""
 
 
 def main(argv: list[str]) -> int:
@@ -90,13 +94,24 @@ def add_config_flags(parser: argparse.ArgumentParser, preference: bool) -> None:
         group = parser.add_argument_group(section)
         docs = field_docs(cls)
         for f in dataclasses.fields(cls):
-            flag = "--" + f.name.replace("_", "-")
+            flags = ["--" + f.name.replace("_", "-")]
+            flags += ["--" + a.replace("_", "-") for a, name in ALIASES.items() if name == f.name]
             default = f"(default: {f.default})" if f.default not in ("", None) else ""
             help_ = f"{docs.get(f.name, '')} {default}".strip().replace("%", "%%")
             if f.type is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help_)
+                group.add_argument(
+                    *flags, dest=f.name, action=argparse.BooleanOptionalAction, help=help_
+                )
             else:
-                group.add_argument(flag, type=f.type, metavar=f.name.upper(), help=help_)
+                group.add_argument(
+                    *flags, dest=f.name, type=value_type(f.type), metavar=f.name.upper(), help=help_
+                )
+
+
+def value_type(annotation) -> type:
+    """The flag's type: ``int`` for ``int | None`` (unset flags resolve to a computed default)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
 
 
 def run_trainer(args: argparse.Namespace) -> int:

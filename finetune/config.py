@@ -19,6 +19,17 @@ METHODS = ("lora", "qlora")
 BAD_ROW_POLICIES = ("skip", "fail")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
+REPORT_TO = ("none", "tensorboard", "mlflow", "trackio")
+ALIASES = {
+    "model_name_or_path": "base",
+    "lora_r": "r",
+    "output_dir": "output",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "max_length": "max_seq_length",
+}
+"""Hugging Face names (TrainingArguments, TRL's SFTConfig and scripts) accepted for our fields,
+as flags (``--num-train-epochs``) and as recipe keys."""
 
 
 @dataclass(frozen=True)
@@ -34,18 +45,20 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = 16
-    """LoRA rank (PEFT `r`): size of the low-rank update; vLLM serves ranks up to its max_lora_rank."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator (PEFT `lora_alpha`); the update is scaled by lora_alpha / r."""
+    r: int | None = None
+    """LoRA rank (PEFT `r`): size of the low-rank update; vLLM serves ranks up to its
+    max_lora_rank. Default: from the base model's size (32 under 1B parameters, else 16)."""
+    lora_alpha: int | None = None
+    """LoRA scaling numerator (PEFT `lora_alpha`); the update is scaled by lora_alpha / r.
+    Default: 2 x r."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA input during training (PEFT `lora_dropout`)."""
     target_modules: str = "all-linear"
     """Comma-separated module names to adapt, or all-linear for every linear layer but the head."""
 
     def __post_init__(self) -> None:
-        _require(self.r > 0, "--r must be a positive integer")
-        _require(self.lora_alpha > 0, "--lora-alpha must be positive")
+        _require(self.r is None or self.r > 0, "--r must be a positive integer")
+        _require(self.lora_alpha is None or self.lora_alpha > 0, "--lora-alpha must be positive")
         _require(0 <= self.lora_dropout < 1, "--lora-dropout must be in [0, 1)")
 
 
@@ -58,8 +71,9 @@ class DataConfig:
     """Tokens per example; a longer row is a bad row (see --bad-rows)."""
     packing: bool = True
     """Padding-free packing: each batch is one row of concatenated examples, no pad tokens."""
-    eval_fraction: float = 0.1
-    """Share of rows held out to measure eval loss (0 for none; needs at least 10 rows)."""
+    eval_fraction: float | None = None
+    """Share of rows held out to measure eval loss (0 for none; needs at least 10 rows).
+    Default: none under 1000 rows (a held-out row is a fact never trained on), else 10 %."""
     bad_rows: str = "skip"
     """What a bad row does (not JSON, missing role, empty assistant turn, too long): skip or fail."""
 
@@ -68,7 +82,10 @@ class DataConfig:
             bool(self.data), "--data is required: a JSONL file of chat or prompt/completion rows"
         )
         _require(self.max_seq_length > 8, "--max-seq-length must be more than 8 tokens")
-        _require(0 <= self.eval_fraction < 1, "--eval-fraction must be in [0, 1)")
+        _require(
+            self.eval_fraction is None or 0 <= self.eval_fraction < 1,
+            "--eval-fraction must be in [0, 1)",
+        )
         _choose("--bad-rows", self.bad_rows, BAD_ROW_POLICIES)
 
 
@@ -76,18 +93,23 @@ class DataConfig:
 class TrainConfig:
     max_steps: int = 0
     """Optimizer steps to run; 0 means use --epochs instead."""
-    epochs: int = 1
-    """Passes over the training rows (used when --max-steps is 0)."""
+    epochs: int | None = None
+    """Passes over the training rows (used when --max-steps is 0). Default: from the data size,
+    about 100 optimizer steps, 1 to 20 epochs."""
     batch_size: int = 8
     """Examples per micro-batch on each device."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step (effective batch = batch_size x this x devices)."""
-    learning_rate: float = 2e-4
-    """Peak AdamW learning rate."""
+    learning_rate: float | None = None
+    """Peak AdamW learning rate. Default: from the base model's size, 2e-4 x sqrt(8B / params)
+    (1.5e-3 for the 135M default model)."""
     lr_scheduler_type: str = "cosine"
     """Learning-rate schedule after warmup: cosine, linear or constant_with_warmup."""
-    warmup_steps: int = 0
-    """Steps of linear warmup from 0 to the peak learning rate."""
+    warmup_steps: int | None = None
+    """Steps of linear warmup from 0 to the peak learning rate. Default: --warmup-ratio of the
+    steps."""
+    warmup_ratio: float = 0.1
+    """Share of the training steps spent warming up, when --warmup-steps is not given."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
@@ -102,18 +124,30 @@ class TrainConfig:
     """Checkpoints kept on disk; older ones are deleted."""
     eval_steps: int = 0
     """Measure eval loss every N steps (0: only at the end)."""
+    report_to: str = "none"
+    """Where to log loss and learning rate as training runs: none, or a comma-separated list of
+    tensorboard, mlflow, trackio (each needs its package installed); logs go under OUTPUT/runs."""
 
     def __post_init__(self) -> None:
         _require(self.max_steps >= 0, "--max-steps must be >= 0")
-        _require(self.epochs > 0, "--epochs must be positive")
+        _require(self.epochs is None or self.epochs > 0, "--epochs must be positive")
         _require(self.batch_size > 0, "--batch-size must be positive")
         _require(self.gradient_accumulation_steps > 0, "--gradient-accumulation-steps must be > 0")
-        _require(self.learning_rate > 0, "--learning-rate must be positive")
-        _require(self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _require(
+            self.learning_rate is None or self.learning_rate > 0, "--learning-rate must be positive"
+        )
+        _require(self.warmup_steps is None or self.warmup_steps >= 0, "--warmup-steps must be >= 0")
+        _require(0 <= self.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)")
         _require(self.save_steps >= 0 and self.eval_steps >= 0, "--save/eval-steps must be >= 0")
         _require(self.save_total_limit > 0, "--save-total-limit must be positive")
         _choose("--lr-scheduler-type", self.lr_scheduler_type, LR_SCHEDULERS)
         _choose("--mixed-precision", self.mixed_precision, MIXED_PRECISIONS)
+        for tracker in self.report_to.split(","):
+            _choose("--report-to", tracker.strip(), REPORT_TO)
+
+    @property
+    def trackers(self) -> list[str]:
+        return [t.strip() for t in self.report_to.split(",") if t.strip() not in ("", "none")]
 
 
 @dataclass(frozen=True)
@@ -208,14 +242,28 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 
 
 def flatten(values: dict[str, Any]) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+    """``{field: value}`` from flat and/or sectioned settings, Hugging Face names mapped to ours."""
+    pairs: list[tuple[str, Any]] = []
     for key, value in values.items():
         key = key.replace("-", "_")
         if key in SECTIONS and isinstance(value, dict):
-            flat.update({k.replace("-", "_"): v for k, v in value.items()})
+            pairs += [(k.replace("-", "_"), v) for k, v in value.items()]
         else:
-            flat[key] = value
+            pairs.append((key, value))
+    flat: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in pairs:
+        name = ALIASES.get(key, key)
+        if name in flat and given_as[name] != key:
+            raise ConfigError(
+                f"--{_flag(given_as[name])} and --{_flag(key)} set the same thing: choose one"
+            )
+        flat[name], given_as[name] = value, key
     return flat
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _require(condition: bool, message: str) -> None:

@@ -51,7 +51,19 @@ class SFTData:
 
 
 def load_sft_data(config: DataConfig, tokenizer, seed: int) -> SFTData:
-    """Load and tokenize ``config.data``, skipping (or failing on) bad rows, then split it."""
+    """Load and tokenize ``config.data``, skipping (or failing on) bad rows, then split it
+    (an unset --eval-fraction resolved from the row count, as ``defaults`` does)."""
+    from llmloop.finetune.defaults import eval_fraction_for
+
+    examples, manifest = read_sft_examples(config, tokenizer)
+    eval_fraction = config.eval_fraction
+    if eval_fraction is None:
+        eval_fraction = eval_fraction_for(len(examples))
+    return split_sft_data(examples, manifest, eval_fraction, seed)
+
+
+def read_sft_examples(config: DataConfig, tokenizer) -> tuple[list[Example], dict[str, Any]]:
+    """Every usable row of ``config.data``, tokenized, and the file's part of the manifest."""
     path = Path(config.data).expanduser()
     examples, bad = [], []
     for line_no, row in read_jsonl(path, bad):
@@ -64,8 +76,14 @@ def load_sft_data(config: DataConfig, tokenizer, seed: int) -> SFTData:
     report_bad_rows(path, bad, config.bad_rows)
     if not examples:
         raise DataError(f"{path}: no usable rows (every row was bad); see the messages above")
-    train, eval_ = split(examples, config.eval_fraction, seed)
-    manifest = data_manifest(path, len(examples), bad) | {
+    return examples, data_manifest(path, len(examples), bad)
+
+
+def split_sft_data(
+    examples: list[Example], manifest: dict[str, Any], eval_fraction: float, seed: int
+) -> SFTData:
+    train, eval_ = split(examples, eval_fraction, seed)
+    manifest = manifest | {
         "train_rows": len(train),
         "eval_rows": len(eval_),
         "train_tokens": sum(len(e.input_ids) for e in train),

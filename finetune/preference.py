@@ -15,9 +15,11 @@ from typing import Any
 from llmloop.finetune.artifact import write_artifact
 from llmloop.finetune.config import PreferenceRunConfig
 from llmloop.finetune.data import data_manifest, read_jsonl, report_bad_rows
+from llmloop.finetune.defaults import print_resolved, resolve_preference_config
 from llmloop.finetune.errors import ConfigError, DataError
 from llmloop.finetune.modeling import load_base, peft_lora_config, resolve_mixed_precision
 from llmloop.finetune.sft import check_data_file, check_output_dir
+from llmloop.finetune.tracking import check_trackers
 
 REQUIRED_FIELDS = {
     "dpo": ("prompt", "chosen", "rejected"),
@@ -32,12 +34,15 @@ def train_preference(method: str, config: PreferenceRunConfig) -> Path:
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
     check_data_file(config.data.data)
+    check_trackers(config.train.trackers)
     if config.output.resume:
         raise ConfigError(f"--resume is not supported for {method} yet; rerun without it")
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, base_dir = load_base(config.model, mixed_precision, device)
     rows, manifest = load_preference_rows(method, Path(config.data.data), config.data.bad_rows)
+    config, resolved = resolve_preference_config(config, model.num_parameters(), len(rows))
+    print_resolved(config, resolved)
     trainer = build_trainer(method, config, model, tokenizer, rows, mixed_precision)
     result = trainer.train()
     trainer.model.save_pretrained(output_dir)
@@ -51,7 +56,7 @@ def train_preference(method: str, config: PreferenceRunConfig) -> Path:
         "train_runtime_s": round(result.metrics.get("train_runtime", math.nan), 3),
         "log_history": trainer.state.log_history,
     }
-    write_artifact(output_dir, config, method, base_dir, manifest, metrics)
+    write_artifact(output_dir, config, method, base_dir, manifest, metrics, resolved)
     return output_dir
 
 
@@ -104,7 +109,7 @@ def build_trainer(method, config: PreferenceRunConfig, model, tokenizer, rows, m
         save_steps=cfg.save_steps or 500,
         save_total_limit=cfg.save_total_limit,
         logging_steps=1,
-        report_to=[],
+        report_to=config.train.trackers,
         use_cpu=not torch.cuda.is_available(),
         bf16=mixed_precision == "bf16",
         fp16=mixed_precision == "fp16",

@@ -9,6 +9,7 @@ uninterrupted run would have taken.
 import contextlib
 import math
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,11 @@ from tqdm.auto import tqdm
 from llmloop.finetune import checkpoint
 from llmloop.finetune.artifact import write_artifact
 from llmloop.finetune.config import SFTConfig
-from llmloop.finetune.data import SFTData, collate, load_sft_data
+from llmloop.finetune.data import SFTData, collate, read_sft_examples, split_sft_data
+from llmloop.finetune.defaults import held_out_warning, print_resolved, resolve_sft_config
 from llmloop.finetune.errors import ConfigError, DataError, NaNLossError
 from llmloop.finetune.modeling import add_lora, load_base, resolve_mixed_precision
+from llmloop.finetune.tracking import check_trackers, start_trackers, tracker_settings
 
 
 @dataclass
@@ -44,12 +47,25 @@ def sft(config: SFTConfig) -> Path:
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
     check_data_file(config.data.data)
+    check_trackers(config.train.trackers)
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    accelerator = Accelerator(
+        mixed_precision=mixed_precision, **tracker_settings(config, output_dir)
+    )
     set_seed(config.train.seed)
     model, tokenizer, base_dir = load_base(config.model, mixed_precision, accelerator.device)
+    examples, manifest = read_sft_examples(config.data, tokenizer)
+    warning = held_out_warning(len(examples), config.data.eval_fraction)
+    config, resolved = resolve_sft_config(
+        config, model.num_parameters(), len(examples), accelerator.num_processes
+    )
+    if accelerator.is_main_process:
+        print_resolved(config, resolved)
+        if warning:
+            print(warning, file=sys.stderr)
     model = add_lora(model, config.lora, config.train.seed)
-    data = load_sft_data(config.data, tokenizer, config.train.seed)
+    data = split_sft_data(examples, manifest, config.data.eval_fraction, config.train.seed)
+    start_trackers(accelerator, config)
 
     result = train(accelerator, model, data, config, tokenizer.pad_token_id)
     eval_loss = evaluate(accelerator, model, data, config, tokenizer.pad_token_id)
@@ -57,7 +73,7 @@ def sft(config: SFTConfig) -> Path:
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
-        write_artifact(output_dir, config, "sft", base_dir, data.manifest, metrics)
+        write_artifact(output_dir, config, "sft", base_dir, data.manifest, metrics, resolved)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
@@ -120,11 +136,13 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
             "learning_rate": scheduler.get_last_lr()[0],
         }
         result.log_history.append(entry)
+        accelerator.log({"train/loss": loss, "train/learning_rate": entry["learning_rate"]}, step)
         progress.update(1)
         progress.set_postfix(loss=f"{loss:.4f}", lr=f"{entry['learning_rate']:.2e}")
         if cfg.eval_steps and step % cfg.eval_steps == 0 and step < plan.total_steps:
             eval_loss = evaluate(accelerator, model, data, config, pad_token_id)
             result.eval_history.append({"step": step, "eval_loss": eval_loss})
+            accelerator.log({"eval/loss": eval_loss}, step)
             model.train()
         if (cfg.save_steps and step % cfg.save_steps == 0) or step == plan.total_steps:
             if not all(torch.isfinite(p).all() for p in trainable):

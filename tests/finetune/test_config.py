@@ -78,3 +78,35 @@ def test_recipe_errors_name_the_file(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="no such file"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_hugging_face_names_are_aliases():
+    hf = SFTConfig.from_flat(
+        {
+            "model_name_or_path": "smollm2-135m-instruct",
+            "output_dir": "out",
+            "data": "d.jsonl",
+            "num_train_epochs": 3,
+            "per_device_train_batch_size": 4,
+            "lora_r": 8,
+            "train": {"max_length": 512},
+        }
+    )
+    ours = SFTConfig.from_flat(
+        {"base": "smollm2-135m-instruct", "output": "out", "data": "d.jsonl", "epochs": 3}
+        | {"batch_size": 4, "r": 8, "max_seq_length": 512}
+    )
+    assert hf == ours
+
+
+def test_a_field_and_its_alias_together_is_an_error():
+    with pytest.raises(ConfigError, match="--epochs and --num-train-epochs set the same thing"):
+        SFTConfig.from_flat({"data": "d", "output": "o", "epochs": 1, "num_train_epochs": 2})
+
+
+def test_report_to_names_known_trackers():
+    assert SFTConfig.from_flat({"data": "d", "output": "o"}).train.trackers == []
+    train = SFTConfig.from_flat({"data": "d", "output": "o", "report_to": "tensorboard,mlflow"})
+    assert train.train.trackers == ["tensorboard", "mlflow"]
+    with pytest.raises(ConfigError, match="--report-to must be one of"):
+        SFTConfig.from_flat({"data": "d", "output": "o", "report_to": "wandb"})

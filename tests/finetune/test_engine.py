@@ -13,19 +13,10 @@ from tests.finetune.facts import heldout_questions, write_training_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
-FACT_RUN = {
-    "r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "learning_rate": 2e-3,
-    "batch_size": 12,
-    "epochs": 10,
-    "warmup_steps": 5,
-    "eval_fraction": 0.0,
-    "save_steps": 0,
-    "seed": 0,
-}
-"""Small enough for a few minutes on two CPU cores, strong enough to memorise 30 facts."""
+FACT_RUN = {"epochs": 10, "batch_size": 12, "save_steps": 0, "seed": 0}
+"""A new user's run: learning rate, rank, alpha, warmup and held-out split are the computed
+defaults (issue #19: 2e-4 learned nothing here); 10 epochs of 12 rows = 50 steps keeps it to a few
+minutes on two CPU cores."""
 
 
 @pytest.fixture(scope="module")

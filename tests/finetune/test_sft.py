@@ -16,6 +16,7 @@ from llmloop.finetune import checkpoint
 from llmloop.finetune.artifact import ARTIFACT_FILES
 from llmloop.finetune.config import SFTConfig
 from llmloop.finetune.data import load_sft_data
+from llmloop.finetune.defaults import resolve_sft_config
 from llmloop.finetune.errors import ConfigError, NaNLossError
 from llmloop.finetune.modeling import add_lora, load_base
 from llmloop.finetune.sft import sft, train
@@ -31,7 +32,6 @@ def settings(data, output, **overrides):
         "output": str(output),
         "max_steps": STEPS,
         "batch_size": 4,
-        "learning_rate": 2e-3,
         "save_steps": 2,
         "eval_fraction": 0.2,
         "seed": 7,
@@ -57,6 +57,7 @@ def test_training_moves_every_lora_weight_and_no_base_weight(train_home, data_fi
     config = SFTConfig.from_flat(settings(data_file, tmp_path / "out", max_steps=3, save_steps=0))
     accelerator = Accelerator(mixed_precision="no")
     model, tokenizer, _ = load_base(config.model, "no", accelerator.device)
+    config, _ = resolve_sft_config(config, model.num_parameters(), num_rows=10)
     model = add_lora(model, config.lora, config.train.seed)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     data = load_sft_data(config.data, tokenizer, config.train.seed)
@@ -77,6 +78,12 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
         assert (run_dir / name).is_file(), name
     config = yaml.safe_load((run_dir / "training_config.yaml").read_text())
     assert config["seed"] == 7 and config["train"]["max_steps"] == STEPS
+    # what was not given is computed, written, and explained
+    assert config["train"]["learning_rate"] == 1.5e-3 and config["lora"]["r"] == 32
+    assert set(config["resolved_defaults"]) == {"r", "lora_alpha", "learning_rate", "warmup_steps"}
+    assert "eval_fraction" not in config["resolved_defaults"]  # given: 0.2
+    assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert "![loss curve](loss.png)" in (run_dir / "README.md").read_text()
     assert len(config["base_model"]["sha256"]) == 64
     manifest = json.loads((run_dir / "data_manifest.json").read_text())
     assert manifest["train_rows"] == 8 and manifest["eval_rows"] == 2
@@ -84,7 +91,7 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
     assert len(metrics["log_history"]) == STEPS and math.isfinite(metrics["eval_loss"])
     assert metrics["train_loss"] < metrics["train_loss_first"]
     adapter = json.loads((run_dir / "adapter_config.json").read_text())
-    assert adapter["r"] == 16 and adapter["peft_type"] == "LORA"
+    assert adapter["r"] == 32 and adapter["lora_alpha"] == 64 and adapter["peft_type"] == "LORA"
     assert "torch==" in (run_dir / "requirements.txt").read_text()
     entry = registry.resolve("code-words")
     assert entry.kind == "adapter" and entry.path == str(run_dir)
