@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from llmloop import registry
 from llmloop.finetune.artifact import read_training_config
@@ -21,14 +22,22 @@ def merge(artifact_dir: Path, output_dir: Path | None = None) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = (output_dir or artifact_dir / MERGED_DIR).resolve()
+    progress = tqdm(total=4, desc="merge", unit="stage")
+    progress.set_postfix_str("checking the base model")
     base_dir = base_model_dir(artifact_dir)
+    progress.update(1)
+    progress.set_postfix_str("loading base + adapter")
     # Merge in fp32 so W + BA is rounded to bf16 once, not twice.
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, artifact_dir).merge_and_unload()
-    model = model.to(torch.bfloat16)
+    model = PeftModel.from_pretrained(model, artifact_dir)
+    progress.update(1)
+    progress.set_postfix_str("merging")
+    model = model.merge_and_unload().to(torch.bfloat16)
     model.config.use_cache = True
     tokenizer = AutoTokenizer.from_pretrained(artifact_dir)
+    progress.update(1)
 
+    progress.set_postfix_str("saving")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
         staging = Path(tmp) / "model"
@@ -36,6 +45,8 @@ def merge(artifact_dir: Path, output_dir: Path | None = None) -> Path:
         tokenizer.save_pretrained(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
+    progress.update(1)
+    progress.close()
     name = artifact_name(artifact_dir)
     registry.register(f"{name}-merged", target, "merged", base=name)
     return target

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from llmloop import registry
 from llmloop.finetune.artifact import read_training_config
@@ -38,16 +39,16 @@ def quantize(artifact_dir: Path, formats: list[str], eval_data: str | None = Non
     merged = ensure_merged(artifact_dir)
     tokenizer = AutoTokenizer.from_pretrained(merged)
     texts = heldout_texts(artifact_dir, tokenizer, eval_data)
-    reference = perplexity(load_bf16(merged).float(), tokenizer, texts)  # bf16 weights, fp32 math
+    reference = perplexity(load_bf16(merged).float(), tokenizer, texts, "bf16")  # fp32 math
     report: dict[str, Any] = {
         "heldout_texts": len(texts),
         "bf16": {"path": str(merged), "size_mb": dir_size_mb(merged), "perplexity": reference},
     }
     name = artifact_name(artifact_dir)
-    for fmt in dict.fromkeys(formats):
+    for fmt in tqdm(dict.fromkeys(formats), desc="quantize", unit="format"):
         target = artifact_dir / QUANTIZED_DIR / fmt
         model = {"nf4": write_nf4, "int8": write_int8}[fmt](merged, target)
-        ppl = perplexity(model, tokenizer, texts)
+        ppl = perplexity(model, tokenizer, texts, fmt)
         report[fmt] = {
             "path": str(target),
             "size_mb": dir_size_mb(target),
@@ -161,11 +162,11 @@ class Int8Simulation:
 
 
 @torch.no_grad()
-def perplexity(model, tokenizer, texts: list[str]) -> float:
+def perplexity(model, tokenizer, texts: list[str], label: str = "") -> float:
     """exp(mean next-token NLL) over all tokens of ``texts``, computed in fp32."""
     model.eval()
     nll, count = 0.0, 0
-    for text in texts:
+    for text in tqdm(texts, desc=f"perplexity {label}".strip(), unit="text", leave=False):
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         if ids.shape[1] < 2:
             continue
