@@ -9,6 +9,7 @@ seconds on CPU), then 200. Heavy objects live on ``app.state``: ``engine``, ``co
 import asyncio
 import json
 import logging
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from llmloop.serve.routes import (
     models,
     moderations,
     session,
+    tokenize,
 )
 from llmloop.serve.routes.feedback import router as feedback_router
 from llmloop.serve.security_headers import EVERY_RESPONSE, SecurityHeadersMiddleware
@@ -99,7 +101,7 @@ def create_app(
     app.state.sessions = SessionStore()
 
     # Each router states the scope its routes need (serve/auth/deps.py); /health is public.
-    for module in (health, models, chat, completions, embeddings, moderations, adapters):
+    for module in (health, models, chat, completions, embeddings, moderations, adapters, tokenize):
         app.include_router(module.router)
     app.include_router(feedback_router)
     app.include_router(session.router)
@@ -204,6 +206,10 @@ def _to_bad_request(exc: RequestValidationError) -> BadRequestError:
     message = (
         "field required" if first.get("type") == "missing" else first.get("msg", "invalid value")
     )
+    message = message.removeprefix("Value error, ")
+    if param is None and (named := _NAMED_PARAM.match(message)):
+        # a check across fields (model_validator) names its parameter first: "tool_choice: ..."
+        param, message = named.group(1), message[named.end() :]
     return BadRequestError(
         f"{param + ': ' if param else ''}{message}", param=param, code="invalid_value"
     )
@@ -222,6 +228,7 @@ def _param_path(loc: tuple) -> str:
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+_NAMED_PARAM = re.compile(r"([a-z_]+(?:\.[a-z_]+)*): ")
 
 
 class BodySizeLimitMiddleware:

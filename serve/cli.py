@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "default, as in vLLM: once enabled, the LoRA kernels run on every engine step.",
     )
     add_field_flags(e, EngineConfig, "max_lora_rank", "max_loras", "max_cpu_loras", "seed")
+    add_field_flag(e, EngineConfig, "tool_call_parser")
     return parser
 
 

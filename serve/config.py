@@ -58,6 +58,11 @@ class EngineConfig:
     """Adapters kept loaded in memory (default: --max-loras)."""
     seed: int = 0
     """Engine seed (per-request `seed` still decides a request's sampling)."""
+    tool_call_parser: str = "hermes"
+    """vLLM's tool parser for the model's tool-call format (vLLM --tool-call-parser). hermes
+    (<tool_call>{json}</tool_call>) fits Qwen2.5/3, Hermes and, through the tool prompt the
+    server adds, models whose chat template has no tools (the default SmolLM2); see
+    docs/serving.md."""
 
     def __post_init__(self):
         if self.max_num_seqs < 1:

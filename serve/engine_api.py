@@ -6,7 +6,7 @@ tests implement it with an in-process fake. Field names follow ``vllm.SamplingPa
 """
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -16,6 +16,23 @@ class EngineRequestError(ValueError):
 
 class EngineOverloadedError(RuntimeError):
     """The engine's queue bound was reached (rendered as a 503 with Retry-After)."""
+
+
+@dataclass(frozen=True)
+class StructuredOutputs:
+    """A constraint on what the engine may generate; exactly one field set. Names as vLLM's
+    ``StructuredOutputsParams`` (decoded by xgrammar)."""
+
+    json: dict | str | None = None
+    """A JSON schema (a dict, or its text)."""
+    regex: str | None = None
+    choice: tuple[str, ...] | None = None
+    grammar: str | None = None
+    """EBNF (GBNF) or Lark."""
+    json_object: bool | None = None
+    """Any JSON object."""
+    structural_tag: str | None = None
+    """xgrammar's structural tag, as JSON text (tool calls: ``ToolCalling.constraint``)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,14 @@ class SamplingOptions:
     length_penalty: float = 1.0
     stream: bool = False
     """Deliver outputs as deltas (streaming) instead of once at the end."""
+    min_tokens: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    allowed_token_ids: tuple[int, ...] | None = None
+    bad_words: tuple[str, ...] = ()
+    structured_outputs: StructuredOutputs | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,55 @@ class LoadedAdapter:
     """Unix seconds when it was loaded."""
 
 
+@dataclass(frozen=True)
+class ParsedToolCall:
+    name: str
+    arguments: str
+    """JSON text."""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the ``index``-th call of a stream: its name once, then its arguments' text."""
+
+    index: int
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCallParser(Protocol):
+    """One choice's output split into text and tool calls, in the format of the model's chat
+    template (vLLM's ``ToolParser``). Stateful while streaming: one per choice."""
+
+    def parse(self, text: str) -> tuple[str | None, list[ParsedToolCall]]:
+        """The whole output → (the text outside any call, the calls)."""
+        ...
+
+    def parse_delta(
+        self, delta_text: str, final: bool = False
+    ) -> tuple[str | None, list[ToolCallDelta]]:
+        """The next piece of a streamed output → (new text to show, new pieces of calls); holds
+        back what could still become a call until ``final``."""
+        ...
+
+
+class ToolCalling(Protocol):
+    """How the served model writes tool calls: the grammar that forces one, and the parser."""
+
+    name: str
+    """vLLM's name for the format (``--tool-call-parser``), e.g. "hermes"."""
+
+    def constraint(
+        self, tools: list[dict], tool_choice: str | dict, parallel_tool_calls: bool
+    ) -> StructuredOutputs | None:
+        """What the engine must follow for ``tool_choice`` ("required" or a named function:
+        a call to one of ``tools`` with arguments that match its schema; "auto": only the
+        arguments of strict tools); None when nothing is forced."""
+        ...
+
+    def parser(self) -> ToolCallParser: ...
+
+
 class Tokenizer(Protocol):
     """The subset of a Hugging Face tokenizer the server uses."""
 
@@ -106,6 +180,7 @@ class Engine(Protocol):
     max_num_seqs: int
     """Sequences run at once; the engine queues the rest first come, first served."""
     tokenizer: Tokenizer
+    tool_calling: ToolCalling
 
     def generate(
         self,

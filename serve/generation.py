@@ -55,6 +55,23 @@ def resolve_max_tokens(
     return requested
 
 
+def check_token_ids(options: SamplingOptions, vocab_size: int) -> None:
+    """400 for token ids the model does not have (vLLM would refuse some only once queued)."""
+    given = {
+        "logit_bias": options.logit_bias.keys(),
+        "allowed_token_ids": options.allowed_token_ids or (),
+        "stop_token_ids": options.stop_token_ids,
+    }
+    for param, token_ids in given.items():
+        outside = [t for t in token_ids if t >= vocab_size]
+        if outside:
+            raise BadRequestError(
+                f"{param}: token ids must be in the vocabulary, [0, {vocab_size}); got "
+                f"{outside[:5]}",
+                param=param,
+            )
+
+
 async def generate_all(
     engine: Engine,
     prompts: list[list[int]],

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from llmloop.serve.auth.deps import request_key
 from llmloop.serve.deps import resolve_lora
 from llmloop.serve.engine_api import Engine, SamplingOptions, SequenceOutput, TokenLogprob
-from llmloop.serve.generation import generate_all, generate_stream
+from llmloop.serve.generation import check_token_ids, generate_all, generate_stream
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked, Guardrails
 from llmloop.serve.logprobs import LogprobGate, SentLogprob
 from llmloop.serve.protocol import SamplingRequest, UsageInfo
@@ -119,6 +119,7 @@ class ServeContext(ABC):
 
     async def generate(self, options: SamplingOptions) -> BaseModel | StreamingResponse:
         """Run ``prompt_ids`` through the engine: the whole answer, or an SSE stream of it."""
+        check_token_ids(options, self.engine.vocab_size)
         self.request.app.state.admission.check(self.num_choices)  # 503 before a stream starts
         if self.body.stream:
             return sse_response(self._stream(options))
@@ -151,7 +152,7 @@ class ServeContext(ABC):
                 )  # fmt: skip
         num_completion_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
         self.log(
-            [logged_choice(c.index, c.text, c.finish_reason) for c in choices],
+            [self.logged_choice(c.index, c.text, c.finish_reason) for c in choices],
             num_completion_tokens,
         )
         return self.response(choices, UsageInfo.of(self.num_prompt_tokens, num_completion_tokens))
@@ -181,7 +182,13 @@ class ServeContext(ABC):
         if (event := self.stream_end(usage)) is not None:
             yield event
         yield DONE
-        self.log(sent.logged_choices(self.num_choices), sent.num_completion_tokens)
+        self.log(
+            [
+                self.logged_choice(i, sent.texts.get(i, ""), sent.finish_reasons.get(i))
+                for i in range(self.num_choices)
+            ],
+            sent.num_completion_tokens,
+        )
 
     async def _screened_deltas(
         self, options: SamplingOptions, sent: "_Sent"
@@ -231,6 +238,10 @@ class ServeContext(ABC):
 
     # -- the endpoint's half ----------------------------------------------------------------
 
+    def logged_choice(self, index: int, text: str, finish_reason: str | None) -> dict:
+        """What the request log keeps of one choice (its screened text, whole)."""
+        return logged_choice(index, text, finish_reason)
+
     @abstractmethod
     def response(self, choices: list[Choice], usage: UsageInfo) -> BaseModel:
         """The whole answer."""
@@ -269,12 +280,6 @@ class _Sent:
         self.texts[index] = self.texts.get(index, "") + text
         if finish_reason:
             self.finish_reasons[index] = finish_reason
-
-    def logged_choices(self, num_choices: int) -> list[dict]:
-        return [
-            logged_choice(i, self.texts.get(i), self.finish_reasons.get(i))
-            for i in range(num_choices)
-        ]
 
 
 def _sent_logprobs(

@@ -6,15 +6,25 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
+    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from llmloop.serve.engine_api import SamplingOptions
+from llmloop.serve.engine_api import SamplingOptions, StructuredOutputs
+from llmloop.serve.protocol_base import OpenAIModel
+from llmloop.serve.protocol_tools import (
+    MAX_TOOL_CALLS,
+    MAX_TOOLS,
+    ChatCompletionTool,
+    DeltaToolCall,
+    ResponseFormat,
+    StructuredOutputsOptions,
+    ToolCall,
+    ToolChoice,
+)
 
 _INT64 = 2**63
 
@@ -39,6 +49,9 @@ MAX_CHOICES = 2048
 MAX_BEAM_WIDTH = 10
 """``n`` with ``use_beam_search``: vLLM asks for 2 × width logprobs per step, and its
 ``max_logprobs`` default is 20."""
+MAX_TOKEN_ID_LIST = 1024
+"""Entries in ``logit_bias``, ``allowed_token_ids``, ``stop_token_ids`` and ``bad_words``
+(OpenAI caps ``logit_bias`` at 300)."""
 
 # Sampling fields a server may default (from the model's generation_config.json or config).
 DEFAULTABLE_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty")
@@ -51,9 +64,61 @@ _OPENAI_DEFAULTS = {
 }
 
 
-class OpenAIModel(BaseModel):
-    # Unknown fields are ignored, as OpenAI's and vLLM's servers do.
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+def _refused(reason: str, *allowed: Any) -> Any:
+    """A parameter OpenAI or vLLM documents that this server does not support: accepted only
+    as null (or one of ``allowed``), else a 400 naming it. Never silently ignored."""
+
+    def check(value: Any) -> Any:
+        if value is None or value in allowed:
+            return value
+        raise ValueError(f"not supported by this server: {reason}")
+
+    return Annotated[Any, AfterValidator(check), Field(description=f"Not supported: {reason}")]
+
+
+_STRUCTURED_OUTPUTS = "use structured_outputs or response_format"
+
+
+class _Refused(OpenAIModel):
+    """Parameters of OpenAI's and vLLM's chat and completions APIs that we refuse (a 400 naming
+    the parameter). Other unknown fields are ignored, as vLLM's server does."""
+
+    # --- OpenAI ---
+    audio: _refused("audio output") = None
+    modalities: _refused('output modalities other than ["text"]', ["text"]) = None
+    prediction: _refused("predicted outputs") = None
+    web_search_options: _refused("web search") = None
+    reasoning_effort: _refused("reasoning effort (the models served do not reason)") = None
+    verbosity: _refused("verbosity") = None
+    functions: _refused("the deprecated functions parameter; use tools") = None
+    function_call: _refused("the deprecated function_call parameter; use tool_choice") = None
+    service_tier: _refused('service tiers other than "auto" or "default"', "auto", "default") = None
+    metadata: _refused("metadata on stored completions") = None
+    prompt_cache_key: _refused("prompt cache keys (prefix caching is automatic)") = None
+    safety_identifier: _refused("safety_identifier; use user") = None
+    # --- vLLM ---
+    guided_json: _refused(f"the removed guided_json; {_STRUCTURED_OUTPUTS}") = None
+    guided_regex: _refused(f"the removed guided_regex; {_STRUCTURED_OUTPUTS}") = None
+    guided_choice: _refused(f"the removed guided_choice; {_STRUCTURED_OUTPUTS}") = None
+    guided_grammar: _refused(f"the removed guided_grammar; {_STRUCTURED_OUTPUTS}") = None
+    guided_decoding_backend: _refused("choosing the structured-output backend") = None
+    chat_template: _refused("a chat template sent by the client") = None
+    chat_template_kwargs: _refused("chat template arguments") = None
+    add_generation_prompt: _refused("add_generation_prompt") = None
+    continue_final_message: _refused("continue_final_message") = None
+    documents: _refused("documents; use the rag field") = None
+    mm_processor_kwargs: _refused("multimodal inputs") = None
+    priority: _refused("request priority") = None
+    request_id: _refused("client-chosen request ids") = None
+    return_tokens_as_token_ids: _refused("return_tokens_as_token_ids") = None
+    return_token_ids: _refused("return_token_ids") = None
+    cache_salt: _refused("cache_salt") = None
+    kv_transfer_params: _refused("disaggregated prefill") = None
+    vllm_xargs: _refused("vllm_xargs") = None
+    logits_processors: _refused("custom logits processors") = None
+    truncate_prompt_tokens: _refused("prompt truncation") = None
+    spaces_between_special_tokens: _refused("spaces_between_special_tokens") = None
+    thinking_token_budget: _refused("thinking budgets (the models served do not reason)") = None
 
 
 class StreamOptions(OpenAIModel):
@@ -79,11 +144,22 @@ class ChatMessage(OpenAIModel):
         | None
     ) = None
     name: Annotated[str, Field(max_length=256)] | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOL_CALLS)] | None = None
+    """An assistant turn's calls, as an earlier response returned them."""
+    tool_call_id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """A tool turn: the call it answers."""
 
     @model_validator(mode="after")
     def _check_size(self):
-        if isinstance(self.content, list) and len(self.text()) > MAX_TEXT_CHARS:
+        if (
+            len(self.text()) + sum(len(c.function.arguments) for c in self.tool_calls or ())
+            > MAX_TEXT_CHARS
+        ):
             raise ValueError(f"content: at most {MAX_TEXT_CHARS} characters in all its parts")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("tool_calls: only assistant messages carry tool calls")
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("tool_call_id: a tool message must name the call it answers")
         return self
 
     def text(self) -> str:
@@ -92,11 +168,26 @@ class ChatMessage(OpenAIModel):
         return self.content or ""
 
 
-class SamplingRequest(OpenAIModel):
+_TokenId = Annotated[int, Field(ge=0, lt=_INT64)]
+_TokenIdList = Annotated[list[_TokenId], Field(max_length=MAX_TOKEN_ID_LIST)]
+
+
+class SamplingRequest(_Refused):
     """Fields chat and text completions share."""
 
     model: str
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: (
+        Annotated[
+            dict[
+                Annotated[str, Field(pattern=r"^[0-9]{1,10}$")],
+                Annotated[float, Field(ge=-100, le=100)],
+            ],
+            Field(max_length=MAX_TOKEN_ID_LIST),
+        ]
+        | None
+    ) = None
+    """Token id (as a string) → a bias from -100 to 100 added to its logit."""
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=MAX_N)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
@@ -107,6 +198,8 @@ class SamplingRequest(OpenAIModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     user: str | None = None
+    response_format: ResponseFormat | None = None
+    """``json_object`` or ``json_schema``: the output is guaranteed to parse (and to match)."""
 
     # --- vLLM extensions (names as vLLM's OpenAI server) ---
     top_k: int | None = Field(None, ge=-1)
@@ -115,6 +208,23 @@ class SamplingRequest(OpenAIModel):
     use_beam_search: bool = False
     length_penalty: float = 1.0
     ignore_eos: bool = False
+    min_tokens: int = Field(0, ge=0)
+    stop_token_ids: _TokenIdList | None = None
+    include_stop_str_in_output: bool = False
+    skip_special_tokens: bool = True
+    allowed_token_ids: _TokenIdList | None = None
+    bad_words: (
+        Annotated[
+            list[Annotated[str, Field(min_length=1, max_length=256)]],
+            Field(max_length=MAX_TOKEN_ID_LIST),
+        ]
+        | None
+    ) = None
+    prompt_logprobs: int | None = Field(None, ge=0, le=20)
+    """The top log-probabilities of each prompt token (vLLM's field); the response carries them
+    in ``prompt_logprobs``."""
+    structured_outputs: StructuredOutputsOptions | None = None
+    """One of json (a schema), regex, choice, grammar (EBNF) or json_object."""
 
     # --- llmloop extensions ---
     store: bool | None = None
@@ -126,6 +236,10 @@ class SamplingRequest(OpenAIModel):
             raise ValueError("stop: at most 16 sequences")
         if self.use_beam_search and self.stream:
             raise ValueError("use_beam_search: streaming is not supported with beam search")
+        if self.response_format and self.response_format.type != "text" and self.structured_outputs:
+            raise ValueError("structured_outputs: give either it or response_format, not both")
+        if self.max_tokens is not None and self.min_tokens > self.max_tokens:
+            raise ValueError("min_tokens: must not exceed max_tokens")
         return self
 
     @field_validator("use_beam_search")
@@ -147,6 +261,7 @@ class SamplingRequest(OpenAIModel):
         defaults: dict[str, Any],
         logprobs: int | None,
         prompt_logprobs: int | None,
+        structured_outputs: StructuredOutputs | None,
     ) -> SamplingOptions:
         def pick(name: str):
             value = getattr(self, name)
@@ -173,12 +288,21 @@ class SamplingRequest(OpenAIModel):
             use_beam_search=self.use_beam_search,
             length_penalty=self.length_penalty,
             stream=self.stream,
+            min_tokens=self.min_tokens,
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            include_stop_str_in_output=self.include_stop_str_in_output,
+            skip_special_tokens=self.skip_special_tokens,
+            logit_bias={int(k): v for k, v in (self.logit_bias or {}).items()},
+            allowed_token_ids=tuple(self.allowed_token_ids) if self.allowed_token_ids else None,
+            bad_words=tuple(self.bad_words or ()),
+            structured_outputs=structured_outputs,
         )
 
     def sampling_record(self) -> dict:
         """The sampling fields as sent, for the request log."""
-        fields = SamplingRequest.model_fields.keys() - {"model", "stream_options", "user", "store"}
-        return self.model_dump(include=fields, exclude_none=True)
+        fields = SamplingRequest.model_fields.keys() - _Refused.model_fields.keys()
+        fields -= {"model", "stream_options", "user", "store"}
+        return self.model_dump(include=fields, exclude_none=True, by_alias=True)
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -186,6 +310,11 @@ class ChatCompletionRequest(SamplingRequest):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+    tools: Annotated[list[ChatCompletionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: ToolChoice | None = None
+    """Default: "auto" with tools, "none" without (OpenAI's)."""
+    parallel_tool_calls: bool = True
 
     # --- llmloop extensions ---
     rag: RagOptions | None = None
@@ -196,6 +325,34 @@ class ChatCompletionRequest(SamplingRequest):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs: requires logprobs to be true")
         return self
+
+    @model_validator(mode="after")
+    def _check_tools(self):
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        choice = self.tool_choice
+        if choice not in (None, "none", "auto") and not names:
+            raise ValueError("tool_choice: needs tools")
+        if not isinstance(choice, str | None) and choice.function.name not in names:
+            raise ValueError(f"tool_choice: {choice.function.name!r} is not one of the tools")
+        if self.forces_tool_call() and self.response_format and self.response_format.type != "text":
+            raise ValueError("response_format: cannot be combined with a forced tool call")
+        if self.calls_tools() and self.use_beam_search:
+            raise ValueError("use_beam_search: cannot be combined with tools")
+        return self
+
+    def effective_tool_choice(self) -> "ToolChoice":
+        if self.tool_choice is not None:
+            return self.tool_choice
+        return "auto" if self.tools else "none"
+
+    def calls_tools(self) -> bool:
+        """The model may (or must) call a tool: its output is parsed for tool calls."""
+        return bool(self.tools) and self.effective_tool_choice() != "none"
+
+    def forces_tool_call(self) -> bool:
+        return self.calls_tools() and self.effective_tool_choice() != "auto"
 
     @field_validator("messages")
     @classmethod
@@ -304,6 +461,7 @@ class ChatResponseMessage(OpenAIModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatCompletionChoice(OpenAIModel):
@@ -328,6 +486,7 @@ class ChatDelta(OpenAIModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     refusal: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatChunkChoice(OpenAIModel):

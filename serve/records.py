@@ -41,5 +41,9 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
     )
 
 
-def logged_choice(index: int, text: str | None, finish_reason: str | None) -> dict:
-    return {"index": index, "text": text or "", "finish_reason": finish_reason}
+def logged_choice(
+    index: int, text: str | None, finish_reason: str | None, tool_calls: list[dict] | None = None
+) -> dict:
+    """``tool_calls`` in OpenAI's shape; ``text`` is then the content beside them."""
+    choice = {"index": index, "text": text or "", "finish_reason": finish_reason}
+    return choice | {"tool_calls": tool_calls} if tool_calls else choice

@@ -6,12 +6,15 @@ shapes the response; ``serve/pipeline.py`` does the rest, as for text completion
 the log sees is redacted."""
 
 import dataclasses
+import uuid
+from dataclasses import dataclass, field
 
+import jinja2
 from fastapi import APIRouter, Depends, Request
 
 from llmloop.serve.auth.deps import limit_infer
 from llmloop.serve.deps import EngineDep
-from llmloop.serve.engine_api import Tokenizer
+from llmloop.serve.engine_api import EngineRequestError, ParsedToolCall, Tokenizer, ToolCallParser
 from llmloop.serve.errors import BadRequestError
 from llmloop.serve.generation import off_loop, resolve_max_tokens
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
@@ -31,8 +34,17 @@ from llmloop.serve.protocol import (
     TopLogprob,
     UsageInfo,
 )
+from llmloop.serve.protocol_tools import DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
+from llmloop.serve.records import logged_choice
 from llmloop.serve.retrieval import last_user_text, with_sources
 from llmloop.serve.streaming import sse
+from llmloop.serve.tools import (
+    message_texts,
+    request_messages,
+    structured_outputs,
+    template_inputs,
+    with_texts,
+)
 
 router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 _DEFAULT_OUTPUT_RESERVE = 512
@@ -42,35 +54,45 @@ _DEFAULT_OUTPUT_RESERVE = 512
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, engine: EngineDep):
     chat = ChatContext(request, body, engine)
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    constraint = _constraint(body, engine)
+    messages = request_messages(body.messages)
     # Templated first (off the event loop): a prompt that cannot fit costs no classifier time.
-    prompt_ids = await off_loop(request, render_chat, engine.tokenizer, messages)
+    prompt_ids = await off_loop(request, chat.render, messages)
     resolve_max_tokens(
         body.requested_max_tokens(), len(prompt_ids), engine.max_model_len, "max_tokens"
     )
-    texts, refused = await chat.screen_prompt([m["content"] for m in messages])
-    chat.messages = [m | {"content": t} for m, t in zip(messages, texts, strict=True)]
+    texts, refused = await chat.screen_prompt(message_texts(messages))
+    chat.messages = with_texts(messages, texts)
     if refused:
         return chat.refuse()
     await _add_sources(chat)
     if chat.messages != messages:  # redacted, or sources added
-        prompt_ids = await off_loop(request, render_chat, engine.tokenizer, chat.messages)
+        prompt_ids = await off_loop(request, chat.render, chat.messages)
     chat.prompt_ids = [prompt_ids]
     max_tokens = resolve_max_tokens(
         body.requested_max_tokens(), chat.num_prompt_tokens, engine.max_model_len, "max_tokens"
     )
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     options = body.to_sampling_options(
-        max_tokens, request.app.state.sampling_defaults, logprobs, None
+        max_tokens, request.app.state.sampling_defaults, logprobs, None, constraint
     )
     return await chat.generate(options)
 
 
-def render_chat(tokenizer: Tokenizer, messages: list[dict]) -> list[int]:
+def _constraint(body: ChatCompletionRequest, engine: EngineDep):
+    try:
+        return structured_outputs(body, engine.tool_calling)
+    except EngineRequestError as e:
+        raise BadRequestError(str(e), param="tool_choice") from e
+
+
+def render_chat(tokenizer: Tokenizer, messages: list[dict], **template_kwargs) -> list[int]:
     """The model's chat template with the generation prompt, tokenized as vLLM's server does."""
     try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except ValueError as e:  # no template, or the template rejects the roles/order
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
+    except (ValueError, TypeError, jinja2.TemplateError) as e:  # it rejects roles, order, ...
         raise BadRequestError(
             f"cannot apply the model's chat template: {e}", param="messages"
         ) from e
@@ -95,7 +117,7 @@ async def _add_sources(chat: "ChatContext") -> None:
     ]
     tokenizer, max_model_len = chat.engine.tokenizer, chat.engine.max_model_len
     reserve = chat.body.requested_max_tokens() or min(_DEFAULT_OUTPUT_RESERVE, max_model_len // 4)
-    prompt_ids = await off_loop(chat.request, render_chat, tokenizer, chat.messages)
+    prompt_ids = await off_loop(chat.request, chat.render, chat.messages)
     budget = max_model_len - len(prompt_ids) - reserve
     chat.messages, chat.citations = with_sources(
         chat.messages,
@@ -105,13 +127,22 @@ async def _add_sources(chat: "ChatContext") -> None:
     )
 
 
+@dataclass
 class ChatContext(ServeContext):
     """A chat request's response shapes: ``chat.completion`` whole, ``chat.completion.chunk``
-    streamed (the role first, then the deltas, then usage and citations)."""
+    streamed (the role first, then the deltas, then usage and citations). With tools, each
+    choice's screened text is split into content and tool calls by the engine's parser."""
 
     endpoint = "chat.completions"
     id_prefix = "chatcmpl"
     body: ChatCompletionRequest
+    _streams: dict[int, "_ToolCallStream"] = field(default_factory=dict)
+
+    def render(self, messages: list[dict]) -> list[int]:
+        tokenizer = self.engine.tokenizer
+        format_name = self.engine.tool_calling.name
+        messages, kwargs = template_inputs(self.body, messages, tokenizer, format_name)
+        return render_chat(tokenizer, messages, **kwargs)
 
     def response(self, choices: list[Choice], usage: UsageInfo) -> ChatCompletionResponse:
         return ChatCompletionResponse(
@@ -131,11 +162,19 @@ class ChatContext(ServeContext):
         return [self._chunk([_role(i) for i in range(self.body.n)])]
 
     def chunk(self, choice: Choice) -> str:
+        delta = ChatDelta(content=choice.text, refusal=_refusal(choice))
+        finish_reason = choice.finish_reason
+        if self.body.calls_tools() and not choice.is_refused:
+            stream = self._streams.setdefault(choice.index, _ToolCallStream(self._parser()))
+            delta.content, delta.tool_calls = stream.feed(choice.text, final=bool(finish_reason))
+            finish_reason = self._finish_reason(finish_reason, stream.num_calls)
+            if not (delta.content or delta.tool_calls or finish_reason or choice.logprobs):
+                return ""  # held back: it may be the start of a call
         streamed = ChatChunkChoice(
             index=choice.index,
-            delta=ChatDelta(content=choice.text, refusal=_refusal(choice)),
+            delta=delta,
             logprobs=self._logprobs_of(choice),
-            finish_reason=choice.finish_reason,
+            finish_reason=finish_reason,
         )
         return self._chunk([streamed])
 
@@ -154,6 +193,35 @@ class ChatContext(ServeContext):
             events.append(self._chunk([], UsageInfo.of(0, 0)))
         return events
 
+    def logged_choice(self, index: int, text: str, finish_reason: str | None) -> dict:
+        content, calls = self._split(text, finish_reason)
+        return logged_choice(
+            index,
+            content,
+            self._finish_reason(finish_reason, len(calls)),
+            [_tool_call(call).model_dump() for call in calls],
+        )
+
+    def _split(
+        self, text: str, finish_reason: str | None
+    ) -> tuple[str | None, list[ParsedToolCall]]:
+        """(content, tool calls) of a whole screened output."""
+        if not self.body.calls_tools() or finish_reason == CONTENT_FILTER:
+            return text, []
+        content, calls = self._parser().parse(text)
+        return content, calls if self.body.parallel_tool_calls else calls[:1]
+
+    def _parser(self) -> ToolCallParser:
+        return self.engine.tool_calling.parser()
+
+    def _finish_reason(self, finish_reason: str | None, num_calls: int) -> str | None:
+        """OpenAI's: "tool_calls" when the model called tools, but "stop" for a named
+        tool_choice (the client asked for that call)."""
+        named = not isinstance(self.body.effective_tool_choice(), str)
+        if num_calls and finish_reason == "stop" and not named:
+            return "tool_calls"
+        return finish_reason
+
     def _include_usage(self) -> bool:
         return bool(self.body.stream_options and self.body.stream_options.include_usage)
 
@@ -168,17 +236,55 @@ class ChatContext(ServeContext):
         )  # fmt: skip
 
     def _choice(self, choice: Choice) -> ChatCompletionChoice:
+        content, calls = self._split(choice.text, choice.finish_reason)
+        message = ChatResponseMessage(
+            content=content,
+            refusal=_refusal(choice),
+            tool_calls=[_tool_call(call) for call in calls],
+        )
         return ChatCompletionChoice(
             index=choice.index,
-            message=ChatResponseMessage(content=choice.text, refusal=_refusal(choice)),
+            message=message,
             logprobs=self._logprobs_of(choice),
-            finish_reason=choice.finish_reason,
+            finish_reason=self._finish_reason(choice.finish_reason, len(calls)),
         )
 
     def _logprobs_of(self, choice: Choice) -> ChoiceLogprobs | None:
         if not self.body.logprobs or choice.logprobs is None:
             return None
         return _logprobs(choice.logprobs, self.body.top_logprobs or 0)
+
+
+@dataclass
+class _ToolCallStream:
+    """One streamed choice through the tool-call parser: content deltas and OpenAI's tool-call
+    deltas (the first piece of each call carries its id, type and name)."""
+
+    parser: ToolCallParser
+    num_calls: int = 0
+
+    def feed(self, text: str, final: bool) -> tuple[str | None, list[DeltaToolCall] | None]:
+        content, pieces = self.parser.parse_delta(text, final)
+        deltas = []
+        for piece in pieces:
+            if piece.name is not None:
+                self.num_calls += 1
+                first = DeltaFunctionCall(name=piece.name, arguments=piece.arguments)
+                deltas.append(
+                    DeltaToolCall(index=piece.index, id=_call_id(), type="function", function=first)
+                )
+            elif piece.arguments:
+                more = DeltaFunctionCall(arguments=piece.arguments)
+                deltas.append(DeltaToolCall(index=piece.index, function=more))
+        return content or None, deltas or None
+
+
+def _tool_call(call: ParsedToolCall) -> ToolCall:
+    return ToolCall(id=_call_id(), function=FunctionCall(name=call.name, arguments=call.arguments))
+
+
+def _call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
 
 
 def _role(index: int) -> ChatChunkChoice:

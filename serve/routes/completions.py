@@ -24,6 +24,7 @@ from llmloop.serve.protocol import (
     UsageInfo,
 )
 from llmloop.serve.streaming import sse
+from llmloop.serve.tools import structured_outputs
 
 router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 
@@ -53,7 +54,11 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
     )
     prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
     options = body.to_sampling_options(
-        max_tokens, request.app.state.sampling_defaults, body.logprobs, prompt_logprobs
+        max_tokens,
+        request.app.state.sampling_defaults,
+        body.logprobs,
+        prompt_logprobs,
+        structured_outputs(body),
     )
     return await completion.generate(options)
 

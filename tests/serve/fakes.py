@@ -6,6 +6,8 @@ lengths, logprobs and n all have known values. ``keyword_guardrails`` is the rea
 over a keyword harm classifier; ``FakeRetrieval`` answers every query with fixed hits."""
 
 import asyncio
+import json
+import re
 import time
 
 from llmloop.rag.retrieve import Hit
@@ -15,9 +17,12 @@ from llmloop.serve.engine_api import (
     EngineOutput,
     EngineOverloadedError,
     LoadedAdapter,
+    ParsedToolCall,
     SamplingOptions,
     SequenceOutput,
+    StructuredOutputs,
     TokenLogprob,
+    ToolCallDelta,
 )
 from llmloop.serve.guardrails import Guardrails
 from llmloop.serve.metrics import ServerMetrics
@@ -39,9 +44,60 @@ class CharTokenizer:
     def apply_chat_template(
         self, conversation, tokenize=False, add_generation_prompt=True, **kwargs
     ) -> str:
-        if any(m["role"] == "tool" for m in conversation):
-            raise ValueError("this template has no tool role")
+        if any(m["role"] in ("tool", "developer") for m in conversation):
+            raise ValueError("this template has no tool or developer role")
         return "".join(f"<{m['role']}>{m['content']}" for m in conversation) + "<assistant>"
+
+
+class FakeToolCalling:
+    """The Hermes format (``<tool_call>{"name": ..., "arguments": ...}</tool_call>``) read by a
+    regex; forcing a call is recorded as a structural tag naming the tools, not enforced."""
+
+    name = "hermes"
+
+    def constraint(self, tools, tool_choice, parallel_tool_calls) -> StructuredOutputs | None:
+        if tool_choice == "auto":
+            return None
+        return StructuredOutputs(structural_tag=json.dumps({"tools": tools, "choice": tool_choice}))
+
+    def parser(self) -> "FakeToolCallParser":
+        return FakeToolCallParser()
+
+
+class FakeToolCallParser:
+    CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+
+    def __init__(self):
+        self.text = ""
+        self.num_sent = 0
+        """Characters of ``text`` already answered for."""
+
+    def parse(self, text: str) -> tuple[str | None, list[ParsedToolCall]]:
+        calls = [json.loads(m) for m in self.CALL.findall(text)]
+        if not calls:
+            return text, []
+        content = text[: text.index("<tool_call>")] or None
+        return content, [ParsedToolCall(c["name"], json.dumps(c["arguments"])) for c in calls]
+
+    def parse_delta(self, delta_text: str, final: bool = False):
+        """Content up to a call's start; each call whole once its end tag arrives."""
+        self.text += delta_text
+        if "<tool_call>" not in self.text:
+            keep = 0 if final else len("<tool_call>")
+            content = self.text[self.num_sent : max(self.num_sent, len(self.text) - keep)]
+            self.num_sent += len(content)
+            return content or None, []
+        content = self.text[self.num_sent : self.text.index("<tool_call>")]
+        self.num_sent += len(content)
+        done = self.CALL.findall(self.text)
+        pieces = []
+        for i, call in enumerate(
+            done[getattr(self, "num_calls", 0) :], getattr(self, "num_calls", 0)
+        ):
+            parsed = json.loads(call)
+            pieces.append(ToolCallDelta(i, parsed["name"], json.dumps(parsed["arguments"])))
+        self.num_calls = len(done)
+        return content or None, pieces
 
 
 class FakeEngine:
@@ -54,6 +110,7 @@ class FakeEngine:
         self, reply: str | None = None, token_delay_s: float = 0.0, max_running: int | None = None
     ):
         self.tokenizer = CharTokenizer()
+        self.tool_calling = FakeToolCalling()
         self.reply = reply
         """Fixed text to generate; None: echo the prompt."""
         self.token_delay_s = token_delay_s

@@ -85,7 +85,7 @@ def test_token_ids_out_of_vocab_are_400(client):
 
 
 def test_template_rejection_is_400(client):
-    body = OK_CHAT | {"messages": [{"role": "tool", "content": "x"}]}
+    body = OK_CHAT | {"messages": [{"role": "developer", "content": "x"}]}
     assert_openai_error(client.post(CHAT, json=body), 400, "messages")
 
 

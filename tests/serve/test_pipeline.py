@@ -86,6 +86,7 @@ def test_a_refused_chat_says_so_in_the_refusal_field_with_zero_usage(guarded):
         "role": "assistant",
         "content": REFUSAL,
         "refusal": REFUSAL,
+        "tool_calls": [],
     }
     assert body["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     response = post(client, "chat", HARMFUL_PROMPT, stream=True, stream_options={"include_usage": True})  # fmt: skip

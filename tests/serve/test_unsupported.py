@@ -1,0 +1,75 @@
+"""Parameters we do not support are refused with a 400 naming them, never silently dropped;
+the new ones (tools, structured outputs, token controls) are bounded and checked."""
+
+import pytest
+
+from llmloop.serve.protocol import _Refused
+from tests.serve.test_errors import CHAT, OK_CHAT, assert_openai_error
+from tests.serve.test_tools import WEATHER
+
+COMPLETIONS = "/v1/completions"
+OK_COMPLETION = {"model": "fake-model", "prompt": "hi"}
+REFUSED = sorted(_Refused.model_fields)
+
+
+@pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.parametrize(("path", "ok_body"), [(CHAT, OK_CHAT), (COMPLETIONS, OK_COMPLETION)])
+def test_each_unsupported_parameter_is_a_400_naming_it(client, name, path, ok_body):
+    error = assert_openai_error(client.post(path, json=ok_body | {name: {"x": 1}}), 400, name)
+    assert "not supported" in error["message"]
+
+
+def test_harmless_values_of_refused_parameters_pass(client):
+    body = OK_CHAT | {"modalities": ["text"], "service_tier": "auto", "audio": None}
+    assert client.post(CHAT, json=body).status_code == 200
+
+
+def test_unknown_fields_are_ignored_as_vllm_does(client):
+    assert client.post(CHAT, json=OK_CHAT | {"some_future_field": 1}).status_code == 200
+
+
+def deep(levels: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice"),
+        ({"tools": [WEATHER, WEATHER]}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools[0].function.name"),
+        ({"tools": [WEATHER] * 129}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": deep(40)}}]}, "tools[0].function.parameters"),
+        ({"tools": [WEATHER], "tool_choice": NAMED, "response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": deep(40)}}}, "response_format.json_schema.schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": {"enum": ["x" * 70_000]}}}}, "response_format.json_schema.schema"),
+        ({"structured_outputs": {"regex": "a", "choice": ["a"]}}, "structured_outputs"),
+        ({"structured_outputs": {}}, "structured_outputs"),
+        ({"structured_outputs": {"regex": "a"}, "response_format": {"type": "json_object"}}, None),
+        ({"logit_bias": {"x": 1}}, "logit_bias.x"),
+        ({"logit_bias": {"5": 101}}, "logit_bias"),
+        ({"min_tokens": 9, "max_tokens": 3}, None),
+        ({"stop_token_ids": [-1]}, "stop_token_ids[0]"),
+        ({"prompt_logprobs": 21}, "prompt_logprobs"),
+        ({"messages": [{"role": "tool", "content": "18C"}]}, "messages[0]"),
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[0]"),
+    ],
+)  # fmt: skip
+def test_bad_tools_and_constraints_are_400(client, extra, param):
+    assert_openai_error(client.post(CHAT, json=OK_CHAT | extra), 400, param)
+
+
+def test_a_logit_bias_past_the_vocabulary_is_a_400(client):
+    error = assert_openai_error(
+        client.post(CHAT, json=OK_CHAT | {"logit_bias": {"9999999": 1}}), 400, "logit_bias"
+    )
+    assert "vocabulary" in error["message"]
