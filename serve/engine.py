@@ -418,17 +418,20 @@ def _from_logprobs(token_ids, logprobs) -> list[TokenLogprob | None] | None:
             converted.append(None)
             continue
         chosen = position[token_id]
-        ranked = sorted(
-            (lp for tid, lp in position.items() if lp.rank is not None and lp.rank > 0),
-            key=lambda lp: lp.rank,
+        top = sorted(
+            ((tid, lp) for tid, lp in position.items() if lp.rank is not None and lp.rank > 0),
+            key=lambda item: item[1].rank,
         )
         converted.append(
             TokenLogprob(
                 token=chosen.decoded_token or "",
                 logprob=max(chosen.logprob, -9999.0),
                 top_logprobs=tuple(
-                    (lp.decoded_token or "", max(lp.logprob, -9999.0)) for lp in ranked
+                    (lp.decoded_token or "", max(lp.logprob, -9999.0)) for _, lp in top
                 ),
+                token_id=token_id,
+                rank=chosen.rank,
+                top_token_ids=tuple(tid for tid, _ in top),
             )
         )
     return converted

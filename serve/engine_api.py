@@ -77,6 +77,11 @@ class TokenLogprob:
     logprob: float
     top_logprobs: tuple[tuple[str, float], ...] = ()
     """The most likely tokens at this position, best first, as (token, logprob)."""
+    token_id: int | None = None
+    rank: int | None = None
+    """The token's rank in the vocabulary at this position (1: the most likely)."""
+    top_token_ids: tuple[int, ...] = ()
+    """The ids of ``top_logprobs``, in the same order."""
 
 
 @dataclass

@@ -94,3 +94,28 @@ def _screened(
             return None
         touches |= redaction.end == start or redaction.start == end
     return replace(token, top_logprobs=()) if touches else token
+
+
+def prompt_logprobs_of(
+    logprobs: Sequence[TokenLogprob | None] | None, top_k: int
+) -> list[dict[str, dict] | None] | None:
+    """vLLM's ``prompt_logprobs``: per prompt token, token id → {logprob, rank, decoded_token}
+    for the prompt's token and its ``top_k`` most likely alternatives. The prompt is the
+    client's own (after redaction), so there is nothing to gate."""
+    if logprobs is None:
+        return None
+    converted: list[dict[str, dict] | None] = []
+    for lp in logprobs:
+        if lp is None:
+            converted.append(None)
+            continue
+        entry = {
+            str(lp.token_id): {"logprob": lp.logprob, "rank": lp.rank, "decoded_token": lp.token}
+        }
+        alternatives = zip(lp.top_token_ids[:top_k], lp.top_logprobs[:top_k], strict=False)
+        for rank, (token_id, (token, logprob)) in enumerate(alternatives, 1):
+            entry.setdefault(
+                str(token_id), {"logprob": logprob, "rank": rank, "decoded_token": token}
+            )
+        converted.append(entry)
+    return converted

@@ -238,6 +238,8 @@ class SamplingRequest(_Refused):
             raise ValueError("use_beam_search: streaming is not supported with beam search")
         if self.response_format and self.response_format.type != "text" and self.structured_outputs:
             raise ValueError("structured_outputs: give either it or response_format, not both")
+        if self.prompt_logprobs is not None and self.stream:
+            raise ValueError("prompt_logprobs: not returned on streams; ask without stream")
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError("min_tokens: must not exceed max_tokens")
         return self
@@ -453,6 +455,18 @@ class ChatTokenLogprob(TopLogprob):
     top_logprobs: list[TopLogprob] = Field(default_factory=list)
 
 
+class PromptLogprob(OpenAIModel):
+    """vLLM's ``Logprob``, as its server sends ``prompt_logprobs``."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+"""Per prompt token (the first: null), token id → its logprob, the chosen one and the top-k."""
+
+
 class ChoiceLogprobs(OpenAIModel):
     content: list[ChatTokenLogprob] | None = None
 
@@ -480,6 +494,7 @@ class ChatCompletionResponse(OpenAIModel):
     usage: UsageInfo
     system_fingerprint: str | None = None
     citations: list[Citation] | None = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class ChatDelta(OpenAIModel):
@@ -518,6 +533,7 @@ class CompletionChoice(OpenAIModel):
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class CompletionResponse(OpenAIModel):

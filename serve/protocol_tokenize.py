@@ -15,6 +15,7 @@ from llmloop.serve.protocol import (
     ChatMessage,
     OpenAIModel,
 )
+from llmloop.serve.protocol_tools import MAX_TOOLS, ChatCompletionTool
 
 _ModelName = Annotated[str, Field(max_length=256)]
 
@@ -42,6 +43,8 @@ class TokenizeChatRequest(OpenAIModel):
     ``add_generation_prompt`` false."""
     add_special_tokens: bool = False
     """Special tokens on top of the template's own (which already has them for most models)."""
+    tools: Annotated[list[ChatCompletionTool], Field(max_length=MAX_TOOLS)] | None = None
+    """Tools the model is shown, as a chat completion with tool_choice "auto" shows them."""
 
     @field_validator("messages")
     @classmethod

@@ -66,13 +66,10 @@ def with_texts(messages: list[dict], texts: list[str]) -> list[dict]:
 
 
 def template_inputs(
-    body: ChatCompletionRequest, messages: list[dict], tokenizer: Tokenizer, tool_format: str
+    messages: list[dict], tools: list[dict], tokenizer: Tokenizer, tool_format: str
 ) -> tuple[list[dict], dict]:
-    """(messages, extra ``apply_chat_template`` arguments) for ``messages``, with the request's
-    tools when the model may call them."""
-    tools = (
-        [t.model_dump(exclude_none=True) for t in body.tools or ()] if body.calls_tools() else []
-    )
+    """(messages, extra ``apply_chat_template`` arguments) for ``messages`` and the ``tools``
+    (OpenAI's shape) the model may call."""
     uses_tools = bool(tools) or any(m["role"] == "tool" or "tool_calls" in m for m in messages)
     if not uses_tools:
         return messages, {}
@@ -129,6 +126,13 @@ def _hermes_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
     return converted
 
 
+def offered_tools(body: ChatCompletionRequest) -> list[dict]:
+    """The tools the model is shown: none with tool_choice "none"."""
+    if not body.calls_tools():
+        return []
+    return [t.model_dump(exclude_none=True) for t in body.tools or ()]
+
+
 def _hermes_call(function: dict) -> str:
     name, arguments = json.dumps(function["name"]), function["arguments"]
     return f'<tool_call>\n{{"name": {name}, "arguments": {arguments}}}\n</tool_call>'
@@ -140,7 +144,7 @@ def structured_outputs(
     """What the engine must generate: a forced tool call (or strict tools' arguments), else
     the ``response_format``, else vLLM's ``structured_outputs``; None: anything."""
     if isinstance(body, ChatCompletionRequest) and body.calls_tools() and tool_calling:
-        tools = [t.model_dump(exclude_none=True) for t in body.tools or ()]
+        tools = offered_tools(body)
         choice = body.effective_tool_choice()
         constraint = tool_calling.constraint(
             tools,

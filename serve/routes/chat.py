@@ -18,7 +18,7 @@ from llmloop.serve.engine_api import EngineRequestError, ParsedToolCall, Tokeniz
 from llmloop.serve.errors import BadRequestError
 from llmloop.serve.generation import off_loop, resolve_max_tokens
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
-from llmloop.serve.logprobs import SentLogprob
+from llmloop.serve.logprobs import SentLogprob, prompt_logprobs_of
 from llmloop.serve.pipeline import Choice, ServeContext
 from llmloop.serve.protocol import (
     ChatChunkChoice,
@@ -40,6 +40,7 @@ from llmloop.serve.retrieval import last_user_text, with_sources
 from llmloop.serve.streaming import sse
 from llmloop.serve.tools import (
     message_texts,
+    offered_tools,
     request_messages,
     structured_outputs,
     template_inputs,
@@ -74,7 +75,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     )
     logprobs = (body.top_logprobs or 0) if body.logprobs else None
     options = body.to_sampling_options(
-        max_tokens, request.app.state.sampling_defaults, logprobs, None, constraint
+        max_tokens, request.app.state.sampling_defaults, logprobs, body.prompt_logprobs, constraint
     )
     return await chat.generate(options)
 
@@ -141,13 +142,16 @@ class ChatContext(ServeContext):
     def render(self, messages: list[dict]) -> list[int]:
         tokenizer = self.engine.tokenizer
         format_name = self.engine.tool_calling.name
-        messages, kwargs = template_inputs(self.body, messages, tokenizer, format_name)
+        tools = offered_tools(self.body)
+        messages, kwargs = template_inputs(messages, tools, tokenizer, format_name)
         return render_chat(tokenizer, messages, **kwargs)
 
     def response(self, choices: list[Choice], usage: UsageInfo) -> ChatCompletionResponse:
+        prompt_logprobs = choices[0].prompt_logprobs if choices else None
         return ChatCompletionResponse(
             id=self.id, created=self.created, model=self.body.model, usage=usage,
             choices=[self._choice(c) for c in choices], citations=_citations(self.citations),
+            prompt_logprobs=prompt_logprobs_of(prompt_logprobs, self.body.prompt_logprobs or 0),
         )  # fmt: skip
 
     def refusal(self) -> ChatCompletionResponse:

@@ -14,7 +14,7 @@ from llmloop.serve.engine_api import Engine, TokenLogprob
 from llmloop.serve.errors import BadRequestError
 from llmloop.serve.generation import off_loop, resolve_max_tokens
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL
-from llmloop.serve.logprobs import SentLogprob
+from llmloop.serve.logprobs import SentLogprob, prompt_logprobs_of
 from llmloop.serve.pipeline import Choice, ServeContext
 from llmloop.serve.protocol import (
     CompletionChoice,
@@ -52,7 +52,9 @@ async def create_completion(body: CompletionRequest, request: Request, engine: E
     max_tokens = resolve_max_tokens(
         body.max_tokens, max(map(len, completion.prompt_ids)), engine.max_model_len, "max_tokens"
     )
-    prompt_logprobs = body.logprobs if body.echo and body.logprobs is not None else None
+    echoed = body.logprobs if body.echo and body.logprobs is not None else None
+    asked = [k for k in (echoed, body.prompt_logprobs) if k is not None]
+    prompt_logprobs = max(asked) if asked else None
     options = body.to_sampling_options(
         max_tokens,
         request.app.state.sampling_defaults,
@@ -150,9 +152,13 @@ class CompletionContext(ServeContext):
                 logprobs = _prepend_prompt(
                     self.engine, prompt_ids, choice.prompt_logprobs, self.body.logprobs, logprobs
                 )
+        prompt_logprobs = None
+        if self.body.prompt_logprobs is not None:
+            prompt_logprobs = prompt_logprobs_of(choice.prompt_logprobs, self.body.prompt_logprobs)
         return CompletionChoice(
-            index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason
-        )
+            index=choice.index, text=text, logprobs=logprobs, finish_reason=choice.finish_reason,
+            prompt_logprobs=prompt_logprobs,
+        )  # fmt: skip
 
     def _logprobs_of(self, choice: Choice) -> CompletionLogprobs | None:
         if self.body.logprobs is None or choice.logprobs is None:

@@ -23,6 +23,7 @@ from llmloop.serve.protocol_tokenize import (
     TokenizeResponse,
 )
 from llmloop.serve.routes.chat import render_chat
+from llmloop.serve.tools import request_messages, template_inputs
 
 router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
 
@@ -30,7 +31,9 @@ router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-li
 @router.post("/tokenize", response_model=TokenizeResponse)
 async def tokenize(body: TokenizeRequest, request: Request, engine: EngineDep) -> TokenizeResponse:
     _check_model(request, engine, body.model)
-    token_ids, token_strs = await off_loop(request, _tokenize, engine.tokenizer, body)
+    token_ids, token_strs = await off_loop(
+        request, _tokenize, engine.tokenizer, engine.tool_calling.name, body
+    )
     return TokenizeResponse(
         count=len(token_ids),
         max_model_len=engine.max_model_len,
@@ -67,12 +70,15 @@ def _check_vocabulary(token_ids: list[int], vocab_size: int) -> None:
 
 
 def _tokenize(
-    tokenizer: Tokenizer, body: TokenizeChatRequest | TokenizeCompletionRequest
+    tokenizer: Tokenizer, tool_format: str, body: TokenizeChatRequest | TokenizeCompletionRequest
 ) -> tuple[list[int], list[str] | None]:
     """(token ids, each token's text if the request asks for it)."""
     if isinstance(body, TokenizeChatRequest):
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        token_ids = render_chat(_WithTemplateOptions(tokenizer, body), messages)
+        tools = [t.model_dump(exclude_none=True) for t in body.tools or ()]
+        messages, kwargs = template_inputs(
+            request_messages(body.messages), tools, tokenizer, tool_format
+        )
+        token_ids = render_chat(_WithTemplateOptions(tokenizer, body), messages, **kwargs)
     else:
         token_ids = tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens)
     if len(token_ids) > MAX_PROMPT_TOKEN_IDS:  # e.g. 1M characters as 3M byte-level tokens

@@ -216,6 +216,13 @@ def test_token_controls(llmloop_server):
         max_tokens=20, temperature=0, logit_bias={str(t): -100 for t in banned},
     )  # fmt: skip
     assert "Paris" not in biased.choices[0].message.content
+    scored = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=1,
+        extra_body={"prompt_logprobs": 2},
+    )  # fmt: skip
+    first, *rest = scored.model_extra["prompt_logprobs"]
+    assert first is None and rest and all(1 <= len(position) <= 3 for position in rest)
+    assert scored.usage.prompt_tokens == len(rest) + 1
 
 
 def test_bad_structured_outputs_are_400_not_500(llmloop_server):

@@ -203,7 +203,14 @@ class FakeEngine:
 
     def _logprob(self, token_id: int) -> TokenLogprob:
         token = self.tokenizer.decode([token_id])
-        return TokenLogprob(token=token, logprob=-0.5, top_logprobs=((token, -0.5), ("?", -2.0)))
+        return TokenLogprob(
+            token=token,
+            logprob=-0.5,
+            top_logprobs=((token, -0.5), ("?", -2.0)),
+            token_id=token_id,
+            rank=1,
+            top_token_ids=(token_id, ord("?") + 3),
+        )
 
     async def add_lora(self, name: str, path: str) -> LoadedAdapter:
         self._adapters[name] = LoadedAdapter(name=name, path=path, created=int(time.time()))

@@ -226,3 +226,20 @@ def test_server_sampling_defaults_apply_when_request_is_silent(make_client):
     assert (options.temperature, options.top_k) == (0.2, 40)
     chat(client, max_tokens=1, temperature=0.9)
     assert client.engine.requests[-1][1].temperature == 0.9
+
+
+def test_prompt_logprobs_come_back_in_vllms_shape(client):
+    body = chat(client, max_tokens=2, prompt_logprobs=1).json()
+    prompt_ids = client.engine.requests[-1][0]
+    assert client.engine.requests[-1][1].prompt_logprobs == 1
+    first, second, *_ = body["prompt_logprobs"]
+    assert first is None
+    assert second == {str(prompt_ids[1]): {"logprob": -0.5, "rank": 1, "decoded_token": "u"}}
+    completion = client.post(
+        "/v1/completions",
+        json={"model": "fake-model", "prompt": "ab", "max_tokens": 1, "prompt_logprobs": 2},
+    ).json()
+    assert completion["choices"][0]["prompt_logprobs"][1] == {
+        str(ord("b") + 3): {"logprob": -0.5, "rank": 1, "decoded_token": "b"},
+        str(ord("?") + 3): {"logprob": -2.0, "rank": 2, "decoded_token": "?"},
+    }

@@ -228,3 +228,13 @@ def test_new_sampling_fields_reach_the_engine(client):
     assert options.include_stop_str_in_output and not options.skip_special_tokens
     assert options.logit_bias == {42: -100, 43: 5.5}
     assert options.allowed_token_ids == (42, 43, 44) and options.bad_words == ("darn",)
+
+
+def test_tokenize_counts_a_tool_conversation_as_the_chat_completion_does(make_client):
+    client = tool_client(make_client, "ok")
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    usage = chat(client, messages=messages, tools=[WEATHER], max_tokens=1).json()["usage"]
+    counted = client.post(
+        "/tokenize", json={"model": "fake-model", "messages": messages, "tools": [WEATHER]}
+    ).json()
+    assert counted["count"] == usage["prompt_tokens"]
