@@ -6,7 +6,6 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -14,7 +13,7 @@ from pydantic import (
 )
 
 from llmloop.serve.engine_api import SamplingOptions, StructuredOutputs
-from llmloop.serve.protocol_base import OpenAIModel
+from llmloop.serve.protocol_base import OpenAIModel, refused
 from llmloop.serve.protocol_tools import (
     MAX_TOOL_CALLS,
     MAX_TOOLS,
@@ -64,18 +63,6 @@ _OPENAI_DEFAULTS = {
 }
 
 
-def _refused(reason: str, *allowed: Any) -> Any:
-    """A parameter OpenAI or vLLM documents that this server does not support: accepted only
-    as null (or one of ``allowed``), else a 400 naming it. Never silently ignored."""
-
-    def check(value: Any) -> Any:
-        if value is None or value in allowed:
-            return value
-        raise ValueError(f"not supported by this server: {reason}")
-
-    return Annotated[Any, AfterValidator(check), Field(description=f"Not supported: {reason}")]
-
-
 _STRUCTURED_OUTPUTS = "use structured_outputs or response_format"
 
 
@@ -84,41 +71,41 @@ class _Refused(OpenAIModel):
     the parameter). Other unknown fields are ignored, as vLLM's server does."""
 
     # --- OpenAI ---
-    audio: _refused("audio output") = None
-    modalities: _refused('output modalities other than ["text"]', ["text"]) = None
-    prediction: _refused("predicted outputs") = None
-    web_search_options: _refused("web search") = None
-    reasoning_effort: _refused("reasoning effort (the models served do not reason)") = None
-    verbosity: _refused("verbosity") = None
-    functions: _refused("the deprecated functions parameter; use tools") = None
-    function_call: _refused("the deprecated function_call parameter; use tool_choice") = None
-    service_tier: _refused('service tiers other than "auto" or "default"', "auto", "default") = None
-    metadata: _refused("metadata on stored completions") = None
-    prompt_cache_key: _refused("prompt cache keys (prefix caching is automatic)") = None
-    safety_identifier: _refused("safety_identifier; use user") = None
+    audio: refused("audio output") = None
+    modalities: refused('output modalities other than ["text"]', ["text"]) = None
+    prediction: refused("predicted outputs") = None
+    web_search_options: refused("web search") = None
+    reasoning_effort: refused("reasoning effort (the models served do not reason)") = None
+    verbosity: refused("verbosity") = None
+    functions: refused("the deprecated functions parameter; use tools") = None
+    function_call: refused("the deprecated function_call parameter; use tool_choice") = None
+    service_tier: refused('service tiers other than "auto" or "default"', "auto", "default") = None
+    metadata: refused("metadata on stored completions") = None
+    prompt_cache_key: refused("prompt cache keys (prefix caching is automatic)") = None
+    safety_identifier: refused("safety_identifier; use user") = None
     # --- vLLM ---
-    guided_json: _refused(f"the removed guided_json; {_STRUCTURED_OUTPUTS}") = None
-    guided_regex: _refused(f"the removed guided_regex; {_STRUCTURED_OUTPUTS}") = None
-    guided_choice: _refused(f"the removed guided_choice; {_STRUCTURED_OUTPUTS}") = None
-    guided_grammar: _refused(f"the removed guided_grammar; {_STRUCTURED_OUTPUTS}") = None
-    guided_decoding_backend: _refused("choosing the structured-output backend") = None
-    chat_template: _refused("a chat template sent by the client") = None
-    chat_template_kwargs: _refused("chat template arguments") = None
-    add_generation_prompt: _refused("add_generation_prompt") = None
-    continue_final_message: _refused("continue_final_message") = None
-    documents: _refused("documents; use the rag field") = None
-    mm_processor_kwargs: _refused("multimodal inputs") = None
-    priority: _refused("request priority") = None
-    request_id: _refused("client-chosen request ids") = None
-    return_tokens_as_token_ids: _refused("return_tokens_as_token_ids") = None
-    return_token_ids: _refused("return_token_ids") = None
-    cache_salt: _refused("cache_salt") = None
-    kv_transfer_params: _refused("disaggregated prefill") = None
-    vllm_xargs: _refused("vllm_xargs") = None
-    logits_processors: _refused("custom logits processors") = None
-    truncate_prompt_tokens: _refused("prompt truncation") = None
-    spaces_between_special_tokens: _refused("spaces_between_special_tokens") = None
-    thinking_token_budget: _refused("thinking budgets (the models served do not reason)") = None
+    guided_json: refused(f"the removed guided_json; {_STRUCTURED_OUTPUTS}") = None
+    guided_regex: refused(f"the removed guided_regex; {_STRUCTURED_OUTPUTS}") = None
+    guided_choice: refused(f"the removed guided_choice; {_STRUCTURED_OUTPUTS}") = None
+    guided_grammar: refused(f"the removed guided_grammar; {_STRUCTURED_OUTPUTS}") = None
+    guided_decoding_backend: refused("choosing the structured-output backend") = None
+    chat_template: refused("a chat template sent by the client") = None
+    chat_template_kwargs: refused("chat template arguments") = None
+    add_generation_prompt: refused("add_generation_prompt") = None
+    continue_final_message: refused("continue_final_message") = None
+    documents: refused("documents; use the rag field") = None
+    mm_processor_kwargs: refused("multimodal inputs") = None
+    priority: refused("request priority") = None
+    request_id: refused("client-chosen request ids") = None
+    return_tokens_as_token_ids: refused("return_tokens_as_token_ids") = None
+    return_token_ids: refused("return_token_ids") = None
+    cache_salt: refused("cache_salt") = None
+    kv_transfer_params: refused("disaggregated prefill") = None
+    vllm_xargs: refused("vllm_xargs") = None
+    logits_processors: refused("custom logits processors") = None
+    truncate_prompt_tokens: refused("prompt truncation") = None
+    spaces_between_special_tokens: refused("spaces_between_special_tokens") = None
+    thinking_token_budget: refused("thinking budgets (the models served do not reason)") = None
 
 
 class StreamOptions(OpenAIModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from llmloop.serve.protocol_base import OpenAIModel
+from llmloop.serve.protocol_base import OpenAIModel, refused
 
 MAX_SCHEMA_CHARS = 1 << 16
 """A JSON schema, grammar or regex, serialised: 64 KiB. xgrammar compiles it before the first
@@ -78,6 +78,10 @@ class StructuredOutputsOptions(OpenAIModel):
     choice: Annotated[list[_SPEC], Field(min_length=1, max_length=MAX_CHOICE_OPTIONS)] | None = None
     grammar: _SPEC | None = None
     json_object: bool | None = None
+    structural_tag: refused("structural tags (tool calls are forced with tool_choice)") = None
+    disable_any_whitespace: refused("disable_any_whitespace") = None
+    disable_additional_properties: refused("disable_additional_properties") = None
+    whitespace_pattern: refused("whitespace_pattern") = None
 
     @model_validator(mode="after")
     def _check_one(self):

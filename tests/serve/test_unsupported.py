@@ -73,3 +73,8 @@ def test_a_logit_bias_past_the_vocabulary_is_a_400(client):
         client.post(CHAT, json=OK_CHAT | {"logit_bias": {"9999999": 1}}), 400, "logit_bias"
     )
     assert "vocabulary" in error["message"]
+
+
+def test_vllm_structured_outputs_options_we_do_not_take_are_400(client):
+    body = OK_CHAT | {"structured_outputs": {"regex": "a", "structural_tag": "{}"}}
+    assert_openai_error(client.post(CHAT, json=body), 400, "structured_outputs.structural_tag")
