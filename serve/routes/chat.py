@@ -169,7 +169,10 @@ class ChatContext(ServeContext):
         delta = ChatDelta(content=choice.text, refusal=_refusal(choice))
         finish_reason = choice.finish_reason
         if self.body.calls_tools() and not choice.is_refused:
-            stream = self._streams.setdefault(choice.index, _ToolCallStream(self._parser()))
+            if choice.index not in self._streams:
+                parallel = self.body.parallel_tool_calls
+                self._streams[choice.index] = _ToolCallStream(self._parser(), parallel)
+            stream = self._streams[choice.index]
             delta.content, delta.tool_calls = stream.feed(choice.text, final=bool(finish_reason))
             finish_reason = self._finish_reason(finish_reason, stream.num_calls)
             if not (delta.content or delta.tool_calls or finish_reason or choice.logprobs):
@@ -265,10 +268,14 @@ class _ToolCallStream:
     deltas (the first piece of each call carries its id, type and name)."""
 
     parser: ToolCallParser
+    parallel_tool_calls: bool
+    """False: only the first call is sent, as the whole answer keeps only the first."""
     num_calls: int = 0
 
     def feed(self, text: str, final: bool) -> tuple[str | None, list[DeltaToolCall] | None]:
         content, pieces = self.parser.parse_delta(text, final)
+        if not self.parallel_tool_calls:
+            pieces = [piece for piece in pieces if piece.index == 0]
         deltas = []
         for piece in pieces:
             if piece.name is not None:

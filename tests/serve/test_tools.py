@@ -63,6 +63,12 @@ def test_parallel_tool_calls_false_keeps_one_call(make_client):
     assert len(chat(client, **body).json()["choices"][0]["message"]["tool_calls"]) == 2
     calls = chat(client, **body, parallel_tool_calls=False).json()["choices"][0]["message"]
     assert len(calls["tool_calls"]) == 1
+    streamed = chat(client, **body, parallel_tool_calls=False, stream=True)
+    pieces = [
+        t for e in sse_events(streamed) if e["choices"]
+        for t in e["choices"][0]["delta"].get("tool_calls") or ()
+    ]  # fmt: skip
+    assert {p["index"] for p in pieces} == {0}
 
 
 def test_the_tools_reach_the_prompt_in_the_hermes_format(make_client):
