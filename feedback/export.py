@@ -1,6 +1,10 @@
 """``llmloop feedback export``: labelled completions as TRL's conversational datasets.
 
-- sft: ``{"messages": [...]}``: the correction if there is one, else an answer rated +1.
+- sft: ``{"messages": [...]}``: the correction if there is one, else an answer rated +1. An
+  answer that called tools ends in an assistant message with ``tool_calls``, and the row carries
+  the request's ``tools``: TRL's tool-calling format,
+  https://huggingface.co/docs/trl/dataset_formats#tool-calling (the SFT trainer hands ``tools``
+  to the chat template).
 - dpo: ``{"prompt", "chosen", "rejected"}``: a correction beats the original answer; a preference
   (``preferred_over``) beats the other completion of the same prompt.
 - kto: ``{"prompt", "completion", "label"}``: ratings give the label; a correction is a good
@@ -10,6 +14,9 @@ Each row also names who labelled it (``labelled_by``: the key id behind the feed
 the field). Every text passes through safety's PII detector again (the log is redacted when written; this is
 the second line), identical rows are dropped, and a manifest beside the file records counts,
 filters and the file's sha256.
+
+Tool calls' ``function.arguments`` become JSON objects, as TRL's example and Hugging Face chat
+templates (``arguments | tojson``) take them; arguments that are not valid JSON stay text.
 """
 
 import hashlib
@@ -92,13 +99,16 @@ def _rows(
         prompt, answer = _prompt(row), row["output"]
         correction, rating, who = row["correction"], row["rating"], row["labelled_by"]
         if fmt == "sft":
-            best = correction or (answer if rating == 1 else None)
-            if best is not None:
-                yield (
-                    ("correction" if correction else "rating"),
-                    {"messages": prompt + _said(best)},
-                    who,
-                )
+            if correction:
+                yield "correction", _with_tools({"messages": prompt + _said(correction)}, row), who
+            elif rating == 1:
+                yield "rating", _with_tools({"messages": [*prompt, _answer(row)]}, row), who
+        elif _calls_tools(row):
+            # DPO/KTO rows here are text answers: a call's content alone (often empty) would
+            # teach the opposite of what was labelled, so only a correction's text is used.
+            counts["tool_call_answers_skipped"] += 1
+            if fmt == "kto" and correction:
+                yield "correction", _kto(prompt, correction, True), who
         elif fmt == "dpo":
             if correction and correction != answer:
                 yield "correction", _pair(prompt, correction, answer), who
@@ -110,26 +120,66 @@ def _rows(
                 if rating is None and correction != answer:
                     yield "correction", _kto(prompt, answer, False), who
     if fmt == "dpo":
-        yield from _preferences(store, filters)
+        yield from _preferences(store, filters, counts)
 
 
 def _preferences(
-    store: FeedbackStore, filters: ConversationFilter
+    store: FeedbackStore, filters: ConversationFilter, counts: Counter
 ) -> Iterator[tuple[str, dict, str | None]]:
     pairs = store.preferences(filters)
     rows = store.get_many(i for winner, loser, _ in pairs for i in (winner, loser))
     for winner, loser, who in pairs:
+        if _calls_tools(rows[winner]) or _calls_tools(rows[loser]):
+            counts["tool_call_answers_skipped"] += 1  # text pairs only, as in _rows
+            continue
         chosen, rejected = rows[winner]["output"], rows[loser]["output"]
         if chosen != rejected:
             yield "preference", _pair(_prompt(rows[winner]), chosen, rejected), who
 
 
 def _prompt(row: dict) -> list[dict]:
-    return prompt_messages(row["messages"], row["prompt"])
+    return [_with_argument_objects(m) for m in prompt_messages(row["messages"], row["prompt"])]
 
 
 def _said(text: str) -> list[dict]:
     return [{"role": "assistant", "content": text}]
+
+
+def _calls_tools(row: dict) -> bool:
+    return bool(row["choices"] and row["choices"][0].get("tool_calls"))
+
+
+def _answer(row: dict) -> dict:
+    """The logged answer as an assistant message: its content, and its tool calls if any."""
+    if not _calls_tools(row):
+        return _said(row["output"])[0]
+    message = {"role": "assistant", "content": row["output"] or None}
+    return _with_argument_objects(message | {"tool_calls": row["choices"][0]["tool_calls"]})
+
+
+def _with_tools(example: dict, row: dict) -> dict:
+    return example | {"tools": row["tools"]} if row.get("tools") else example
+
+
+def _with_argument_objects(message: dict) -> dict:
+    """Hugging Face templates write ``arguments | tojson``: an object, not JSON text."""
+    if not message.get("tool_calls"):
+        return message
+    calls = [
+        call | {"function": call["function"] | {"arguments": _json_or_text(call["function"])}}
+        for call in message["tool_calls"]
+    ]
+    return message | {"tool_calls": calls}
+
+
+def _json_or_text(function: dict):
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments  # what the model wrote: the template shows it as it was
 
 
 def _pair(prompt: list[dict], chosen: str, rejected: str) -> dict:
@@ -138,6 +188,9 @@ def _pair(prompt: list[dict], chosen: str, rejected: str) -> dict:
 
 def _kto(prompt: list[dict], completion: str, label: bool) -> dict:
     return {"prompt": prompt, "completion": _said(completion), "label": label}
+
+
+_MESSAGE_KEYS_KEPT = frozenset({"role", "tool_call_id"})
 
 
 def _scrub(row: dict) -> tuple[dict, int]:
@@ -160,10 +213,42 @@ def _scrub(row: dict) -> tuple[dict, int]:
         if isinstance(value, list):
             return [walk(v) for v in value]
         if isinstance(value, dict):
-            return {k: v if k in ("role", "type", "label") else walk(v) for k, v in value.items()}
+            return {k: walk(v) for k, v in value.items()}
         return value
 
-    return walk(row), num_found
+    def message(m):
+        if not isinstance(m, dict):
+            return walk(m)
+        out = {}
+        for key, value in m.items():
+            if key in _MESSAGE_KEYS_KEPT:
+                out[key] = value
+            elif key == "tool_calls" and isinstance(value, list):
+                out[key] = [call(c) for c in value]
+            else:
+                out[key] = walk(value)
+        return out
+
+    def call(c):
+        # id, type and the function's name are the call's structure (a later tool message's
+        # tool_call_id must still match it); the arguments are what was said, at any depth,
+        # whatever their keys are called ("name", "id", ...)
+        if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
+            return walk(c)
+        return c | {"function": c["function"] | {"arguments": walk(c["function"].get("arguments"))}}
+
+    out = {}
+    for key, value in row.items():
+        if key in ("tools", "label"):
+            # The tools are not scrubbed: they are the app's definitions, the same in every
+            # request and not what a user said, and a placeholder inside a JSON schema (in an
+            # example, a pattern, an enum) would change the tools the model learns to call.
+            out[key] = value
+        elif isinstance(value, list):  # messages, prompt, chosen, rejected, completion
+            out[key] = [message(m) for m in value]
+        else:
+            out[key] = walk(value)
+    return out, num_found
 
 
 def _describe(filters: ConversationFilter) -> str:

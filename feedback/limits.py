@@ -41,15 +41,15 @@ COLUMN_CHARS: dict[str, int] = {
 }
 MAX_USER_CHARS = COLUMN_CHARS["user"]
 
-JSON_FIELDS = ("prompt", "messages", "citations", "sampling_params", "choices")
+JSON_FIELDS = ("prompt", "messages", "citations", "sampling_params", "choices", "tools")
 
 MAX_JSON_CHARS = 8_000_000
 """Characters of text in each of ``messages``, ``citations``, ``sampling_params``, ``choices``,
-and in ``prompt``. As large as the server's default request body (8 MiB), far beyond any context
-window we serve, so only a server with a raised body limit or a runaway generation meets it; it
-keeps one row (and a batch of 256) well inside PostgreSQL's 1 GB per value and the writer's
-memory. Over it, the longest strings are cut, all to the same length, and say how much was cut;
-shorter strings and the structure stay whole."""
+``tools``, and in ``prompt``. As large as the server's default request body (8 MiB), far beyond
+any context window we serve, so only a server with a raised body limit or a runaway generation
+meets it; it keeps one row (and a batch of 256) well inside PostgreSQL's 1 GB per value and the
+writer's memory. Over it, the longest strings are cut, all to the same length, and say how much
+was cut; shorter strings and the structure stay whole."""
 
 
 def fit_record(record: CompletionRecord) -> CompletionRecord:

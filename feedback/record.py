@@ -31,7 +31,9 @@ class CompletionRecord:
     sampling_params: dict
     """temperature, top_p, max_tokens, seed, n, ... as sent."""
     choices: list[dict]
-    """[{"index", "text", "finish_reason"}], text redacted."""
+    """[{"index", "text", "finish_reason"}], text redacted; a choice that called tools also has
+    ``tool_calls`` in OpenAI's shape (``function.arguments``: JSON text), ``text`` the content
+    beside them."""
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
@@ -41,6 +43,10 @@ class CompletionRecord:
     project: str = DEFAULT_PROJECT
     """The project of the key that made the request (``default`` for a key without one); a
     label key sees its project only."""
+    tools: list[dict] | None = None
+    """Chat: the request's tool definitions in OpenAI's shape (``{"type": "function",
+    "function": {"name", "description", "parameters"}}``); None without tools. Spool lines
+    written before tools were logged have none."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))

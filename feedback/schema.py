@@ -58,6 +58,7 @@ completions = Table(
     Column("num_feedback", Integer, nullable=False, server_default="0"),
     Column("project", String(128)),  # the project of the key that made the request
     Column("labelled_by", String(64)),  # the key id behind the latest feedback
+    Column("tools", JSON),  # the request's tool definitions (OpenAI's shape); null: none
     Index("ix_completions_created", "created", "id"),
     Index("ix_completions_model_created", "model", "created"),
     Index("ix_completions_rating_created", "rating", "created"),
@@ -124,10 +125,21 @@ def _v2_keys_and_projects(op: Operations) -> None:
     op.create_index("ix_completions_project_created", "completions", ["project", "created"])
 
 
+def _v3_tools(op: Operations) -> None:
+    """The request's tool definitions, so a tool-calling conversation exports with them."""
+    existing = {c["name"] for c in inspect(op.get_bind()).get_columns("completions")}
+    if "tools" not in existing:  # a fresh database got it from _v1_initial
+        op.add_column("completions", Column("tools", JSON))
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
 # (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
 # today's tables, so later entries must tolerate what it already made.
-MIGRATIONS: list[Callable[[Operations], None]] = [_v1_initial, _v2_keys_and_projects]
+MIGRATIONS: list[Callable[[Operations], None]] = [
+    _v1_initial,
+    _v2_keys_and_projects,
+    _v3_tools,
+]
 
 
 def migrate(conn: Connection) -> int:

@@ -323,6 +323,7 @@ def _row(r: CompletionRecord) -> dict:
         "api_key_id": r.api_key_id,
         "user": r.user,
         "project": r.project,
+        "tools": r.tools,
         "prompt_hash": r.prompt_hash,
         "search_text": f"{prompt_text}\n{output}".lower(),
         "prompt_preview": _last_user_turn(r.prompt_messages)[:200],
