@@ -6,7 +6,8 @@ shapes the response; ``serve/pipeline.py`` does the rest, as for text completion
 the log sees is redacted."""
 
 import dataclasses
-import uuid
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import jinja2
@@ -171,7 +172,8 @@ class ChatContext(ServeContext):
         if self.body.calls_tools() and not choice.is_refused:
             if choice.index not in self._streams:
                 parallel = self.body.parallel_tool_calls
-                self._streams[choice.index] = _ToolCallStream(self._parser(), parallel)
+                ids = functools.partial(call_id, self.id, choice.index)
+                self._streams[choice.index] = _ToolCallStream(self._parser(), ids, parallel)
             stream = self._streams[choice.index]
             delta.content, delta.tool_calls = stream.feed(choice.text, final=bool(finish_reason))
             finish_reason = self._finish_reason(finish_reason, stream.num_calls)
@@ -206,7 +208,7 @@ class ChatContext(ServeContext):
             index,
             content,
             self._finish_reason(finish_reason, len(calls)),
-            [_tool_call(call).model_dump() for call in calls],
+            [self._tool_call(index, i, call).model_dump() for i, call in enumerate(calls)],
         )
 
     def _split(
@@ -217,6 +219,10 @@ class ChatContext(ServeContext):
             return text, []
         content, calls = self._parser().parse(text)
         return content, calls if self.body.parallel_tool_calls else calls[:1]
+
+    def _tool_call(self, choice_index: int, call_index: int, call: ParsedToolCall) -> ToolCall:
+        function = FunctionCall(name=call.name, arguments=call.arguments)
+        return ToolCall(id=call_id(self.id, choice_index, call_index), function=function)
 
     def _parser(self) -> ToolCallParser:
         return self.engine.tool_calling.parser()
@@ -247,7 +253,7 @@ class ChatContext(ServeContext):
         message = ChatResponseMessage(
             content=content,
             refusal=_refusal(choice),
-            tool_calls=[_tool_call(call) for call in calls],
+            tool_calls=[self._tool_call(choice.index, i, c) for i, c in enumerate(calls)],
         )
         return ChatCompletionChoice(
             index=choice.index,
@@ -268,6 +274,8 @@ class _ToolCallStream:
     deltas (the first piece of each call carries its id, type and name)."""
 
     parser: ToolCallParser
+    call_id: Callable[[int], str]
+    """A call's id from its index in the choice."""
     parallel_tool_calls: bool
     """False: only the first call is sent, as the whole answer keeps only the first."""
     num_calls: int = 0
@@ -282,7 +290,12 @@ class _ToolCallStream:
                 self.num_calls += 1
                 first = DeltaFunctionCall(name=piece.name, arguments=piece.arguments)
                 deltas.append(
-                    DeltaToolCall(index=piece.index, id=_call_id(), type="function", function=first)
+                    DeltaToolCall(
+                        index=piece.index,
+                        id=self.call_id(piece.index),
+                        type="function",
+                        function=first,
+                    )
                 )
             elif piece.arguments:
                 more = DeltaFunctionCall(arguments=piece.arguments)
@@ -290,12 +303,9 @@ class _ToolCallStream:
         return content or None, deltas or None
 
 
-def _tool_call(call: ParsedToolCall) -> ToolCall:
-    return ToolCall(id=_call_id(), function=FunctionCall(name=call.name, arguments=call.arguments))
-
-
-def _call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+def call_id(completion_id: str, choice_index: int, call_index: int) -> str:
+    """The same id in the response, the stream and the log: derived from the completion's."""
+    return f"call_{completion_id.rsplit('-', 1)[-1][:24]}_{choice_index}_{call_index}"
 
 
 def _role(index: int) -> ChatChunkChoice:

@@ -146,13 +146,19 @@ def test_text_that_only_looks_like_a_call_start_is_sent_at_the_end(make_client):
     assert content == "a <tool_ca"
 
 
-def test_tool_calls_and_tools_are_logged(make_client):
+def test_tool_calls_and_tools_are_logged_with_the_ids_the_client_got(make_client):
     client = tool_client(make_client, CALL)
     body = chat(client, tools=[WEATHER], max_tokens=200).json()
     row = logged(client, body["id"])
     (choice,) = row["choices"]
     assert choice["finish_reason"] == "tool_calls"
-    assert choice["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert choice["tool_calls"] == body["choices"][0]["message"]["tool_calls"]
+    events = sse_events(chat(client, tools=[WEATHER], max_tokens=200, stream=True))
+    (sent_id,) = [
+        t["id"] for e in events if e["choices"]
+        for t in e["choices"][0]["delta"].get("tool_calls") or () if t.get("id")
+    ]  # fmt: skip
+    assert logged(client, events[0]["id"])["choices"][0]["tool_calls"][0]["id"] == sent_id
 
 
 def test_pii_in_call_arguments_is_redacted_and_the_json_stays_valid(make_client):
