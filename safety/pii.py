@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from llmloop.safety import validators
+from llmloop.safety.korean import kr_address_spans, kr_name_spans
 from llmloop.safety.normalize import TAG_CHARACTERS, NormalizedText, normalize
 from llmloop.safety.phones import phone_spans
 
 PII_TYPES: tuple[str, ...] = (
     "EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "KR_RRN", "IP_ADDRESS", "SECRET",
+    "KR_ADDRESS", "KR_NAME",
 )  # fmt: skip
 """Every type ``detect`` reports, in the order policies and reports list them."""
 
@@ -261,9 +263,22 @@ def _looks_random(token: str) -> bool:
     return validators.shannon_entropy(token) >= 4.0
 
 
+def _kr_addresses(text: str) -> Iterator[_Candidate]:
+    for start, end, score in kr_address_spans(text):
+        yield _Candidate("KR_ADDRESS", start, end, score, 2)
+
+
+def _kr_names(text: str) -> Iterator[_Candidate]:
+    for start, end, score in kr_name_spans(text):
+        yield _Candidate("KR_NAME", start, end, score, 1)
+
+
 DETECTORS: tuple[Callable[[str], Iterator[_Candidate]], ...] = (
     _secrets, _emails, _cards, _ibans, _kr_rrns, _us_ssns, _phones, _ip_addresses,
+    _kr_addresses, _kr_names,
 )  # fmt: skip
-DIGIT_DETECTORS = frozenset((_cards, _ibans, _kr_rrns, _us_ssns, _phones, _ip_addresses))
+DIGIT_DETECTORS = frozenset(
+    (_cards, _ibans, _kr_rrns, _us_ssns, _phones, _ip_addresses, _kr_addresses)
+)
 """The detectors that find nothing in a text without a digit."""
 _DIGIT = re.compile(r"\d")

@@ -1,15 +1,17 @@
-"""Safety policy: per direction, per PII type and per harm category, allow | redact | block.
+"""Safety policy: per direction, per PII type and per harm category, allow | redact | block, and
+the deployment's own block list (terms and regexes, ``safety.blocklist``).
 
 A deployment writes a small YAML file (see ``default_policy.yaml``, which is also what ``None``
 means); every key is checked when the file is loaded, and a mistake names the key to fix.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
 import yaml
 
+from llmloop.safety.blocklist import Blocklist, parse_blocklist
 from llmloop.safety.errors import PolicyError
 from llmloop.safety.harm import CATEGORIES
 from llmloop.safety.pii import PII_TYPES
@@ -29,6 +31,8 @@ class DirectionPolicy:
     """Action per PII type (every name in ``llmloop.safety.pii.PII_TYPES``)."""
     harm: dict[str, Action]
     """Action per harm category (every name in ``llmloop.safety.harm.CATEGORIES``): allow or block."""
+    blocklist: Blocklist = field(default_factory=Blocklist)
+    """Terms and regexes that block the text (``blocked_categories`` says ``blocklist``)."""
 
     @property
     def needs_classifier(self) -> bool:
@@ -77,10 +81,11 @@ def parse_policy(data: object, source: str = "policy") -> SafetyPolicy:
 
 def _direction(data: object, where: str) -> DirectionPolicy:
     _expect_mapping(data, where)
-    _reject_unknown(data, {"pii", "harm"}, where)
+    _reject_unknown(data, {"pii", "harm", "blocklist"}, where)
     pii = _actions(data.get("pii") or {}, PII_TYPES, ACTIONS, "redact", f"{where}.pii")
     harm = _actions(data.get("harm") or {}, CATEGORIES, HARM_ACTIONS, "block", f"{where}.harm")
-    return DirectionPolicy(pii=pii, harm=harm)
+    blocklist = parse_blocklist(data.get("blocklist") or {}, f"{where}.blocklist")
+    return DirectionPolicy(pii=pii, harm=harm, blocklist=blocklist)
 
 
 def _actions(

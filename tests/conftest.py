@@ -89,8 +89,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def fast_lane_never_loads_the_embedder(request: pytest.FixtureRequest, monkeypatch) -> None:
-    """A test outside the heavy markers that loads MiniLM fails, naming the marker it lacks, so
-    the fast lane stays fast as tests are added."""
+    """A test outside the heavy markers that loads MiniLM (or the harm classifier's
+    multilingual e5) fails, naming the marker it lacks, so the fast lane stays fast as tests
+    are added."""
     if any(request.node.get_closest_marker(m) for m in HEAVY_MARKERS):
         return
     from llmloop import models
@@ -98,7 +99,7 @@ def fast_lane_never_loads_the_embedder(request: pytest.FixtureRequest, monkeypat
     package_dir = models._package_dir
 
     def guarded(module: str) -> Path:
-        if module == models._EMBEDDER_PACKAGE:
+        if module in (models._EMBEDDER_PACKAGE, models.MULTILINGUAL_ENCODER_PACKAGE):
             raise AssertionError("this test loads the embedder: mark it @pytest.mark.embedder")
         return package_dir(module)
 

@@ -15,7 +15,18 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from llmloop.safety import guard, messages, normalize, phones, pii, redact, validators
+from llmloop.safety import (
+    blocklist,
+    guard,
+    korean,
+    messages,
+    multilingual,
+    normalize,
+    phones,
+    pii,
+    redact,
+    validators,
+)
 from llmloop.safety.policy import parse_policy
 
 SIZE = 1 << 20  # chars: 1 MB of text, an eighth of what the server's body limit lets through
@@ -82,12 +93,21 @@ ADVERSARIAL: dict[str, Callable[[], str]] = {
     "full-width-digits": lambda: _repeat("\uff11 "),
     "tag-digits": lambda: _repeat("\U000e0031"),
     "variation-selectors": lambda: _repeat("4\ufe0f"),
+    # Korean addresses and names: every word could start one
+    "hangul": lambda: _repeat("가"),
+    "province-words": lambda: _repeat("서울 "),
+    "district-words": lambda: _repeat("강남구 "),
+    "district-road-digit": lambda: _repeat("강남구 테헤란로 1 "),
+    "label-surname": lambda: _repeat("이름: 김"),
+    "name-title": lambda: _repeat("김민수 님 "),
 }
 
 
 def _patterns() -> Iterator[tuple[str, re.Pattern]]:
     """Every compiled pattern of the safety modules that see user text: new ones are timed too."""
-    for module in (pii, phones, messages, validators, normalize, redact, guard):
+    for module in (
+        pii, phones, messages, validators, normalize, redact, guard, korean, multilingual, blocklist,
+    ):  # fmt: skip
         for name, value in vars(module).items():
             if isinstance(value, re.Pattern):
                 yield f"{module.__name__.rsplit('.', 1)[-1]}.{name}", value
