@@ -36,7 +36,7 @@ def _classify_unguarded(app: FastAPI, texts: list[str]):
     """With the safety layer off, the classifier is loaded here on first use."""
     with app.state.lazy_load_lock:
         if app.state.harm_classifier is None:
-            from llmloop.safety.harm import HarmClassifier
+            from llmloop.safety.multilingual import load_classifier
 
-            app.state.harm_classifier = HarmClassifier.load()
+            app.state.harm_classifier = load_classifier()  # English: MiniLM, the rest: e5
     return app.state.harm_classifier.classify(texts)
