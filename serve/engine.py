@@ -278,6 +278,9 @@ class VllmToolCalling:
             raise ValueError(f"--tool-call-parser: vLLM has no tool parser named {name!r}") from e
         self.name = name
         self._tokenizer = tokenizer
+        # vLLM's parsers log a traceback for every output they cannot parse: what a client
+        # asks the model to write would fill the server log
+        logging.getLogger(self._parser_class.__module__).setLevel(logging.CRITICAL)
 
     def constraint(
         self, tools: list[dict], tool_choice: str | dict, parallel_tool_calls: bool
@@ -324,6 +327,7 @@ class VllmToolCallParser:
         self._parser = parser
         self._text = ""
         self._content_sent = 0
+        self._sent_a_call = False
 
     def parse(self, text: str) -> tuple[str | None, list[ParsedToolCall]]:
         found = self._parser.extract_tool_calls(text, request=None)  # type: ignore[arg-type]
@@ -353,7 +357,8 @@ class VllmToolCallParser:
             for c in (delta.tool_calls if delta else ())
         ]
         self._content_sent += len(content or "")
-        if final:  # text held back as a possible call that never came
+        self._sent_a_call = self._sent_a_call or bool(calls)
+        if final and not self._sent_a_call:  # text held back as a possible call that never came
             whole, _ = self.parse(self._text)
             if whole and len(whole) > self._content_sent:
                 content = (content or "") + whole[self._content_sent :]

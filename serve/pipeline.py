@@ -82,6 +82,8 @@ class ServeContext(ABC):
     prompt: str | None = None
     """For the log (completions): the prompts after redaction."""
     citations: list[dict] = field(default_factory=list)
+    tools: list[dict] = field(default_factory=list)
+    """For the prompt and the log (chat): the tools the model is shown, after redaction."""
 
     def __post_init__(self) -> None:
         self.lora = resolve_lora(self.engine, self.body.model, request_key(self.request))
@@ -112,7 +114,7 @@ class ServeContext(ABC):
 
     def refuse(self) -> BaseModel | StreamingResponse:
         """The answer to a refused prompt, logged; the engine never sees the request."""
-        self.log([logged_choice(0, REFUSAL, CONTENT_FILTER)], num_completion_tokens=0)
+        self.log([(0, REFUSAL, CONTENT_FILTER)], num_completion_tokens=0)
         if self.body.stream:
             return sse_response(_iterate([*self.refusal_events(), DONE]))
         return self.refusal()
@@ -125,10 +127,12 @@ class ServeContext(ABC):
             return sse_response(self._stream(options))
         return await self._full(options)
 
-    def log(self, choices: list[dict], num_completion_tokens: int) -> None:
-        # what the key's tokens-per-minute limit charges once the response is done
+    def log(self, choices: list[tuple[int, str, str | None]], num_completion_tokens: int) -> None:
+        """Charge the key's tokens-per-minute limit, then log each (index, screened text,
+        finish_reason) as the endpoint shapes it (``logged_choice``)."""
         self.request.state.num_tokens = self.num_prompt_tokens + num_completion_tokens
-        log_completion(self, choices, num_completion_tokens)
+        logged = [self.logged_choice(*choice) for choice in choices]
+        log_completion(self, logged, num_completion_tokens)
 
     # -- whole answers ----------------------------------------------------------------------
 
@@ -151,10 +155,7 @@ class ServeContext(ABC):
                     )
                 )  # fmt: skip
         num_completion_tokens = sum(len(s.token_ids) for o in outputs for s in o.outputs)
-        self.log(
-            [self.logged_choice(c.index, c.text, c.finish_reason) for c in choices],
-            num_completion_tokens,
-        )
+        self.log([(c.index, c.text, c.finish_reason) for c in choices], num_completion_tokens)
         return self.response(choices, UsageInfo.of(self.num_prompt_tokens, num_completion_tokens))
 
     async def _screen_output(
@@ -175,20 +176,23 @@ class ServeContext(ABC):
         for event in self.stream_start():
             yield event
         sent = _Sent()
-        async with contextlib.aclosing(self._screened_deltas(options, sent)) as deltas:
-            async for choice in deltas:
-                yield self.chunk(choice)
+        try:
+            async with contextlib.aclosing(self._screened_deltas(options, sent)) as deltas:
+                async for choice in deltas:
+                    yield self.chunk(choice)
+        finally:  # charged for what the engine made, even if the stream ends early
+            self.request.state.num_tokens = self.num_prompt_tokens + sent.num_completion_tokens
         usage = UsageInfo.of(self.num_prompt_tokens, sent.num_completion_tokens)
         if (event := self.stream_end(usage)) is not None:
             yield event
-        yield DONE
         self.log(
             [
-                self.logged_choice(i, sent.texts.get(i, ""), sent.finish_reasons.get(i))
+                (i, sent.texts.get(i, ""), sent.finish_reasons.get(i))
                 for i in range(self.num_choices)
             ],
             sent.num_completion_tokens,
         )
+        yield DONE
 
     async def _screened_deltas(
         self, options: SamplingOptions, sent: "_Sent"

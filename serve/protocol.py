@@ -2,6 +2,7 @@
 extensions and llmloop's own sit in marked blocks. Each request builds its own engine options
 (``to_sampling_options``): request value > server default > OpenAI default."""
 
+import json
 import time
 from typing import Annotated, Any, Literal
 
@@ -15,14 +16,18 @@ from pydantic import (
 from llmloop.serve.engine_api import SamplingOptions, StructuredOutputs
 from llmloop.serve.protocol_base import OpenAIModel, refused
 from llmloop.serve.protocol_tools import (
+    MAX_GRAMMAR_COST,
     MAX_TOOL_CALLS,
     MAX_TOOLS,
+    MAX_TOOLS_CHARS,
     ChatCompletionTool,
     DeltaToolCall,
     ResponseFormat,
     StructuredOutputsOptions,
     ToolCall,
     ToolChoice,
+    schema_cost,
+    too_costly,
 )
 
 _INT64 = 2**63
@@ -203,7 +208,7 @@ class SamplingRequest(_Refused):
     bad_words: (
         Annotated[
             list[Annotated[str, Field(min_length=1, max_length=256)]],
-            Field(max_length=MAX_TOKEN_ID_LIST),
+            Field(max_length=128),  # vLLM's VLLM_MAX_NUM_BAD_WORDS
         ]
         | None
     ) = None
@@ -320,6 +325,11 @@ class ChatCompletionRequest(SamplingRequest):
         names = [t.function.name for t in self.tools or ()]
         if len(set(names)) != len(names):
             raise ValueError("tools: function names must be unique")
+        schemas = [t.function.parameters for t in self.tools or () if t.function.parameters]
+        if len(json.dumps(schemas)) > MAX_TOOLS_CHARS:
+            raise ValueError(f"tools: at most {MAX_TOOLS_CHARS} characters in all parameters")
+        if sum(map(schema_cost, schemas)) > MAX_GRAMMAR_COST:
+            raise ValueError(f"tools: {too_costly('their parameters together')}")
         choice = self.tool_choice
         if choice not in (None, "none", "auto") and not names:
             raise ValueError("tool_choice: needs tools")

@@ -37,15 +37,9 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
             api_key_id=key.id if key else None,
             user=body.user,
             project=key.log_project if key else DEFAULT_PROJECT,
-            tools=_tools(body),
+            tools=ctx.tools or None,
         )
     )
-
-
-def _tools(body) -> list[dict] | None:
-    """The chat request's tool definitions as sent; completions requests have none."""
-    tools = getattr(body, "tools", None)
-    return [t.model_dump(exclude_none=True) for t in tools] if tools else None
 
 
 def logged_choice(

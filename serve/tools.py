@@ -65,6 +65,35 @@ def with_texts(messages: list[dict], texts: list[str]) -> list[dict]:
     return replaced
 
 
+def tool_texts(tools: list[dict]) -> list[str]:
+    """The tools' prose the safety layer screens: each description, the function's and its
+    parameters' (names and schemas are the app's code, left as they are)."""
+    return [holder["description"] for holder in _described(tools)]
+
+
+def with_tool_texts(tools: list[dict], texts: list[str]) -> list[dict]:
+    """``tools`` with the texts ``tool_texts`` listed replaced by ``texts`` (screened)."""
+    copied = json.loads(json.dumps(tools))
+    for holder, text in zip(_described(copied), texts, strict=True):
+        holder["description"] = text
+    return copied
+
+
+def _described(tools: list[dict]) -> list[dict]:
+    """Every dict in ``tools`` with a string "description", in a fixed order (iteratively: the
+    schemas were bounded in depth when the request was read)."""
+    found, pending = [], list(reversed(tools))
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("description"), str):
+                found.append(node)
+            pending.extend(reversed([v for v in node.values() if isinstance(v, dict | list)]))
+        elif isinstance(node, list):
+            pending.extend(reversed([v for v in node if isinstance(v, dict | list)]))
+    return found
+
+
 def template_inputs(
     messages: list[dict], tools: list[dict], tokenizer: Tokenizer, tool_format: str
 ) -> tuple[list[dict], dict]:
@@ -99,7 +128,7 @@ def _with_argument_objects(message: dict) -> dict:
 def _json_or_text(arguments: str):
     try:
         return json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's recursion
         return arguments
 
 

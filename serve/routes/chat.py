@@ -45,7 +45,9 @@ from llmloop.serve.tools import (
     request_messages,
     structured_outputs,
     template_inputs,
+    tool_texts,
     with_texts,
+    with_tool_texts,
 )
 
 router = APIRouter(dependencies=[Depends(limit_infer)])  # scope: infer, rate-limited
@@ -56,19 +58,22 @@ _DEFAULT_OUTPUT_RESERVE = 512
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, engine: EngineDep):
     chat = ChatContext(request, body, engine)
-    constraint = _constraint(body, engine)
-    messages = request_messages(body.messages)
+    messages, tools = request_messages(body.messages), offered_tools(body)
+    chat.tools = tools
     # Templated first (off the event loop): a prompt that cannot fit costs no classifier time.
     prompt_ids = await off_loop(request, chat.render, messages)
     resolve_max_tokens(
         body.requested_max_tokens(), len(prompt_ids), engine.max_model_len, "max_tokens"
     )
-    texts, refused = await chat.screen_prompt(message_texts(messages))
-    chat.messages = with_texts(messages, texts)
+    constraint = await off_loop(request, _constraint, body, engine)
+    conversation = message_texts(messages)  # tool descriptions are screened as prompt text too
+    texts, refused = await chat.screen_prompt(conversation + tool_texts(tools))
+    chat.messages = with_texts(messages, texts[: len(conversation)])
+    chat.tools = with_tool_texts(tools, texts[len(conversation) :])
     if refused:
         return chat.refuse()
     await _add_sources(chat)
-    if chat.messages != messages:  # redacted, or sources added
+    if chat.messages != messages or chat.tools != tools:  # redacted, or sources added
         prompt_ids = await off_loop(request, chat.render, chat.messages)
     chat.prompt_ids = [prompt_ids]
     max_tokens = resolve_max_tokens(
@@ -143,8 +148,7 @@ class ChatContext(ServeContext):
     def render(self, messages: list[dict]) -> list[int]:
         tokenizer = self.engine.tokenizer
         format_name = self.engine.tool_calling.name
-        tools = offered_tools(self.body)
-        messages, kwargs = template_inputs(messages, tools, tokenizer, format_name)
+        messages, kwargs = template_inputs(messages, self.tools, tokenizer, format_name)
         return render_chat(tokenizer, messages, **kwargs)
 
     def response(self, choices: list[Choice], usage: UsageInfo) -> ChatCompletionResponse:

@@ -78,3 +78,46 @@ def test_a_logit_bias_past_the_vocabulary_is_a_400(client):
 def test_vllm_structured_outputs_options_we_do_not_take_are_400(client):
     body = OK_CHAT | {"structured_outputs": {"regex": "a", "structural_tag": "{}"}}
     assert_openai_error(client.post(CHAT, json=body), 400, "structured_outputs.structural_tag")
+
+
+def json_schema(schema: dict) -> dict:
+    return {
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    }
+
+
+def tool_with(parameters: dict, name: str = "f") -> dict:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+PROPERTIES_300 = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(300)}}
+LONG_FIELD = {"type": "object", "properties": {"a": {"type": "string", "maxLength": 700}}}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (json_schema({"type": "string", "pattern": "[a-z]{0,20000}"}), "response_format.json_schema.schema"),
+        (json_schema({"type": "string", "maxLength": 5000}), "response_format.json_schema.schema"),
+        (json_schema(PROPERTIES_300), "response_format.json_schema.schema"),
+        ({"structured_outputs": {"regex": "(.{0,256}){0,256}"}}, "structured_outputs.regex"),
+        ({"structured_outputs": {"grammar": 'root ::= ("a"{0,100}){0,100}'}}, "structured_outputs.grammar"),
+        ({"tools": [tool_with(LONG_FIELD, "f"), tool_with(LONG_FIELD, "g")]}, "tools"),
+    ],
+)  # fmt: skip
+def test_schemas_that_would_compile_for_long_are_400(client, extra, param):
+    error = assert_openai_error(client.post(CHAT, json=OK_CHAT | extra), 400, param)
+    assert "compile" in error["message"] or "properties" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        json_schema({"type": "string", "pattern": "[a-z]{1,64}@[a-z]{1,64}\\.[a-z]{2,8}"}),
+        json_schema({"type": "string"}),  # unbounded strings cost nothing to compile
+        json_schema(LONG_FIELD),
+        {"structured_outputs": {"regex": "[0-9]{3}-[0-9]{4}"}},
+    ],
+)
+def test_ordinary_schemas_pass(client, extra):
+    assert client.post(CHAT, json=OK_CHAT | extra).status_code == 200
