@@ -217,3 +217,22 @@ def test_the_shipped_classifier_reads_korean() -> None:
             assert not result.flagged, (direction, text)
     # one e5 for both directions
     assert guard.classifier_for("input").multilingual is guard.classifier_for("output").multilingual
+
+
+def test_standardizing_is_folded_into_the_saved_weights() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from llmloop.safety.train_harm import RECIPES, _fit_linear
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.5, 0.05, size=(80, 6))  # anisotropic, like e5's embeddings
+    y = np.arange(80) % (len(CATEGORIES) + 1)  # benign and every category
+    coef, intercept = _fit_linear(x, y, RECIPES["multilingual"])
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    reference = LogisticRegression(
+        C=RECIPES["multilingual"].C, class_weight="balanced", max_iter=5000, random_state=0
+    ).fit((x - mean) / scale, y)
+    head = HarmHead(("benign", *CATEGORIES), coef, intercept, 0.5, {})
+    np.testing.assert_allclose(
+        head.probabilities(x), reference.predict_proba((x - mean) / scale), atol=1e-4
+    )
