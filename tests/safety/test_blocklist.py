@@ -68,9 +68,10 @@ def test_a_stream_stops_at_a_term_split_across_deltas() -> None:
 def test_a_slow_regex_blocks_instead_of_stalling() -> None:
     blocklist = Blocklist(regexes=(r"(a|aa)+$",))
     started = time.perf_counter()
-    match = blocklist.find("a" * 40 + "b")
+    match = blocklist.find("a" * 60 + "b")  # ~1e12 steps without the time limit
     assert match is not None and match.rule == "regex"
-    assert time.perf_counter() - started < 10 * REGEX_TIMEOUT_S
+    # the limit is checked between steps: allow for a loaded machine, not for hours
+    assert time.perf_counter() - started < 100 * REGEX_TIMEOUT_S
 
 
 def test_match_offsets_point_into_the_original_text() -> None:
