@@ -1,32 +1,13 @@
 """Tool calls and structured outputs on the way in: the conversation as the chat template takes
-it, and the constraint (``StructuredOutputs``) the engine decodes under.
-
-A chat template that knows tools (it reads ``tools``: Qwen2.5/3, Hermes, Llama 3.1, ...) gets
-them and the conversation's calls as Hugging Face templates expect (arguments as objects, as
-vLLM passes them). One that does not (SmolLM2's) gets the Hermes format spelled out in the
-system message, the way Qwen2.5's template writes it, so that vLLM's ``hermes`` parser reads
-what the model answers: ``<tool_call>{"name": ..., "arguments": ...}</tool_call>``."""
+it (``llmloop.chat_tools``, shared with fine-tuning), what the safety layer screens, and the
+constraint (``StructuredOutputs``) the engine decodes under."""
 
 import json
 
+from llmloop.chat_tools import hermes_messages, native_messages, renders_tools, uses_tools
 from llmloop.serve.engine_api import StructuredOutputs, Tokenizer, ToolCalling
 from llmloop.serve.errors import BadRequestError
 from llmloop.serve.protocol import ChatCompletionRequest, ChatMessage, SamplingRequest
-
-HERMES_TOOLS_PROMPT = """# Tools
-
-You may call one or more functions to assist with the user query.
-
-You are provided with function signatures within <tools></tools> XML tags:
-<tools>
-{tools}
-</tools>
-
-For each function call, return a json object with function name and arguments within \
-<tool_call></tool_call> XML tags:
-<tool_call>
-{{"name": <function-name>, "arguments": <args-json-object>}}
-</tool_call>"""
 
 
 def request_messages(messages: list[ChatMessage]) -> list[dict]:
@@ -98,61 +79,18 @@ def template_inputs(
     messages: list[dict], tools: list[dict], tokenizer: Tokenizer, tool_format: str
 ) -> tuple[list[dict], dict]:
     """(messages, extra ``apply_chat_template`` arguments) for ``messages`` and the ``tools``
-    (OpenAI's shape) the model may call."""
-    uses_tools = bool(tools) or any(m["role"] == "tool" or "tool_calls" in m for m in messages)
-    if not uses_tools:
+    (OpenAI's shape) the model may call (``llmloop.chat_tools``)."""
+    if not uses_tools(messages, tools):
         return messages, {}
-    if "tools" in (getattr(tokenizer, "chat_template", None) or ""):
-        native = [_with_argument_objects(m) for m in messages]
-        return native, ({"tools": tools} if tools else {})
+    if renders_tools(getattr(tokenizer, "chat_template", None)):
+        return native_messages(messages), ({"tools": tools} if tools else {})
     if tool_format != "hermes":
         raise BadRequestError(
             f"tools: the model's chat template has no tool calling, and the server's tool-call "
             f"format ({tool_format}) has no prompt to add; serve with --tool-call-parser hermes",
             param="tools",
         )
-    return _hermes_messages(messages, tools), {}
-
-
-def _with_argument_objects(message: dict) -> dict:
-    """Hugging Face templates write ``arguments | tojson``: an object, not JSON text."""
-    if "tool_calls" not in message:
-        return message
-    calls = [
-        c | {"function": c["function"] | {"arguments": _json_or_text(c["function"]["arguments"])}}
-        for c in message["tool_calls"]
-    ]
-    return message | {"tool_calls": calls}
-
-
-def _json_or_text(arguments: str):
-    try:
-        return json.loads(arguments)
-    except (ValueError, RecursionError):  # not JSON, or nested past the parser's recursion
-        return arguments
-
-
-def _hermes_messages(messages: list[dict], tools: list[dict]) -> list[dict]:
-    """The conversation in plain roles, calls and results written in the Hermes format."""
-    converted = []
-    for m in messages:
-        if m["role"] == "tool":
-            text = f"<tool_response>\n{m['content']}\n</tool_response>"
-            converted.append({"role": "user", "content": text})
-        elif "tool_calls" in m:
-            calls = [_hermes_call(c["function"]) for c in m["tool_calls"]]
-            text = "\n".join(filter(None, [m["content"], *calls]))
-            converted.append({"role": "assistant", "content": text})
-        else:
-            converted.append({"role": m["role"], "content": m["content"]})
-    if tools:
-        prompt = HERMES_TOOLS_PROMPT.format(tools="\n".join(json.dumps(t) for t in tools))
-        if converted and converted[0]["role"] in ("system", "developer"):
-            first = converted[0]
-            converted[0] = first | {"content": f"{first['content']}\n\n{prompt}"}
-        else:
-            converted.insert(0, {"role": "system", "content": prompt})
-    return converted
+    return hermes_messages(messages, tools), {}
 
 
 def offered_tools(body: ChatCompletionRequest) -> list[dict]:
@@ -160,11 +98,6 @@ def offered_tools(body: ChatCompletionRequest) -> list[dict]:
     if not body.calls_tools():
         return []
     return [t.model_dump(exclude_none=True) for t in body.tools or ()]
-
-
-def _hermes_call(function: dict) -> str:
-    name, arguments = json.dumps(function["name"]), function["arguments"]
-    return f'<tool_call>\n{{"name": {name}, "arguments": {arguments}}}\n</tool_call>'
 
 
 def structured_outputs(
