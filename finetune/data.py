@@ -2,8 +2,12 @@
 tokenizer's chat template, mask everything but the assistant turns, split off a held-out set,
 and collate batches (padding-free packing or right-padding).
 
-Row formats: ``{"messages": [{"role", "content", "weight"?}, ...]}`` (OpenAI chat fine-tuning
-format; ``weight: 0`` excludes an assistant turn from the loss) and ``{"prompt", "completion"}``.
+Row formats: ``{"messages": [{"role", "content", "weight"?}, ...], "tools"?: [...]}`` (OpenAI chat
+fine-tuning format; ``weight: 0`` excludes an assistant turn from the loss; assistant turns may
+carry ``tool_calls`` and ``tool`` turns answer them: TRL's tool-calling format, what
+``llmloop feedback export --format sft`` writes) and ``{"prompt", "completion"}``. Tool calls are
+rendered as the server renders them (``llmloop.chat_tools``), so the model learns the format it
+will be asked to write.
 """
 
 import json
@@ -15,6 +19,7 @@ from typing import Any
 
 import torch
 
+from llmloop.chat_tools import hermes_messages, native_messages, renders_tools, uses_tools
 from llmloop.finetune.config import DataConfig
 from llmloop.finetune.errors import DataError
 from llmloop.hashing import sha256_file
@@ -70,7 +75,10 @@ def read_sft_examples(config: DataConfig, tokenizer) -> tuple[list[Example], dic
         source = f"{path}:{line_no}"
         try:
             messages = to_messages(row)
-            examples.append(tokenize_chat(tokenizer, messages, config.max_seq_length, source))
+            tools = row_tools(row)
+            examples.append(
+                tokenize_chat(tokenizer, messages, config.max_seq_length, source, tools)
+            )
         except BadRow as e:
             bad.append((line_no, str(e)))
     report_bad_rows(path, bad, config.bad_rows)
@@ -142,9 +150,15 @@ def to_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise BadRow(f"message {i} has no valid role (one of {', '.join(ROLES)})")
         content = message.get("content")
-        if not isinstance(content, str):
+        calls = message.get("tool_calls")
+        if calls is not None and (message["role"] != "assistant" or not _are_calls(calls)):
+            raise BadRow(
+                f"message {i}: tool_calls must be an assistant's list of "
+                '{"function": {"name", "arguments"}}'
+            )
+        if not isinstance(content, str) and not (calls and content is None):
             raise BadRow(f"message {i} ({message['role']}) has no text content")
-        if message["role"] == "assistant" and not content.strip():
+        if message["role"] == "assistant" and not (content or "").strip() and not calls:
             raise BadRow(f"message {i} is an empty assistant turn")
         if message.get("weight", 1) not in (0, 1):
             raise BadRow(f"message {i} has weight {message['weight']!r}; weight must be 0 or 1")
@@ -153,22 +167,35 @@ def to_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def tokenize_chat(tokenizer, messages: list[dict], max_seq_length: int, source: str) -> Example:
+def row_tools(row: dict[str, Any]) -> list[dict]:
+    """The row's tool definitions (TRL's ``tools`` column), validated; raises BadRow."""
+    tools = row.get("tools") or []
+    if not isinstance(tools, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("function"), dict) for t in tools
+    ):
+        raise BadRow('"tools" must be a list of {"type": "function", "function": {...}}')
+    return tools
+
+
+def tokenize_chat(
+    tokenizer, messages: list[dict], max_seq_length: int, source: str, tools: list[dict] = ()
+) -> Example:
     """Render ``messages`` with the chat template; labels only on trained assistant turns.
 
     An assistant turn's span runs from the end of the prompt rendered with the generation prompt
     to the end of the conversation rendered through that turn, so it includes the end-of-turn
     token (the model learns to stop) and excludes the ``<|im_start|>assistant`` header.
     """
-    chat = [{"role": m["role"], "content": m["content"]} for m in messages]
-    text = _render(tokenizer, chat)
+    chat, tools, first = _template_input(tokenizer, messages, list(tools))
+    text = _render(tokenizer, chat, tools=tools)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or not message.get("weight", 1):
             continue
-        start = len(_render(tokenizer, chat[:i], add_generation_prompt=True))
-        end = len(_render(tokenizer, chat[: i + 1]))
-        if not text.startswith(_render(tokenizer, chat[: i + 1])):
+        at = first + i  # where message i sits in ``chat``
+        start = len(_render(tokenizer, chat[:at], add_generation_prompt=True, tools=tools))
+        end = len(_render(tokenizer, chat[: at + 1], tools=tools))
+        if not text.startswith(_render(tokenizer, chat[: at + 1], tools=tools)):
             raise DataError(
                 "the tokenizer's chat template does not render conversations prefix-wise"
             )
@@ -263,13 +290,42 @@ def report_bad_rows(path: Path, bad: list[tuple[int, str]], policy: str) -> None
         print(f"{path}: {len(bad) - MAX_REPORTED_BAD_ROWS} more bad rows skipped", file=sys.stderr)
 
 
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+def _template_input(
+    tokenizer, messages: list[dict], tools: list[dict]
+) -> tuple[list[dict], list[dict] | None, int]:
+    """(the messages as the template takes them, the tools it renders itself, where the first
+    message sits): tool calls as the server renders them for this template."""
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if not uses_tools(messages, tools):
+        return plain, None, 0
+    keep = ("role", "content", "tool_calls", "tool_call_id")
+    conversation = [{k: m[k] for k in keep if m.get(k) is not None} for m in messages]
+    if renders_tools(getattr(tokenizer, "chat_template", None)):
+        return native_messages(conversation), tools or None, 0
+    converted = hermes_messages(conversation, tools)
+    return converted, None, len(converted) - len(messages)  # a system message may lead
+
+
+def _render(
+    tokenizer, messages: list[dict], add_generation_prompt: bool = False, tools=None
+) -> str:
     if not messages:
         return ""
     if not getattr(tokenizer, "chat_template", None):
         raise DataError("the base model's tokenizer has no chat template; pick another --base")
+    extra = {"tools": tools} if tools else {}
     return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
+
+
+def _are_calls(calls: Any) -> bool:
+    return isinstance(calls, list) and all(
+        isinstance(c, dict)
+        and isinstance(c.get("function"), dict)
+        and isinstance(c["function"].get("name"), str)
+        and "arguments" in c["function"]
+        for c in calls
     )
 
 

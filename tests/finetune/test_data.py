@@ -119,3 +119,60 @@ def test_packing_fills_rows_and_restarts_positions(tokenizer):
     padded = collate([a, b], packing=False, pad_token_id=tokenizer.pad_token_id)
     assert padded["input_ids"].shape == (2, max(na, nb))
     assert padded["attention_mask"][0].sum() == na
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+]
+TOOL_ROW = {
+    "messages": [
+        {"role": "user", "content": "Weather in Oslo?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "4C, rain"},
+        {"role": "assistant", "content": "It is 4C and raining in Oslo."},
+    ],
+    "tools": TOOLS,
+}  # fmt: skip
+
+
+def test_a_tool_calling_row_trains_the_call_on_the_prompt_the_server_renders(tokenizer):
+    """TRL's tool-calling rows (what `feedback export --format sft` writes) are rendered as the
+    server renders tool conversations for this template, and the call itself is trained."""
+    from llmloop.serve.protocol import ChatMessage
+    from llmloop.serve.tools import request_messages, template_inputs
+
+    messages = to_messages(TOOL_ROW)
+    example = tokenize_chat(tokenizer, messages, 1024, "f:1", TOOLS)
+    trained = trained_text(tokenizer, example)
+    assert trained.startswith('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}')
+    assert trained.endswith("It is 4C and raining in Oslo.<|im_end|>\n")
+    served = [  # the first turn as a client would send it back to the server
+        ChatMessage.model_validate(m | {"tool_calls": None}) for m in TOOL_ROW["messages"][:1]
+    ]
+    prompt, kwargs = template_inputs(request_messages(served), TOOLS, tokenizer, "hermes")
+    served_prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True, **kwargs)  # fmt: skip
+    assert tokenizer.decode(example.input_ids).startswith(served_prompt)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"messages": [{"role": "user", "content": "x", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]}, {"role": "assistant", "content": "y"}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None, "tool_calls": [{"name": "f"}]}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": None}]},
+    ],
+)  # fmt: skip
+def test_malformed_tool_rows_are_bad_rows(row):
+    from llmloop.finetune.data import BadRow
+
+    with pytest.raises(BadRow):
+        to_messages(row)
