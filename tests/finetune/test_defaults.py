@@ -27,7 +27,7 @@ def config(**settings) -> SFTConfig:
 
 @pytest.mark.parametrize(
     ("num_params", "learning_rate", "r"),
-    [(SMOLLM2_135M, 1.5e-3, 32), (1.7e9, 4.3e-4, 16), (8e9, 2e-4, 16), (70e9, 6.8e-5, 16)],
+    [(SMOLLM2_135M, 1.5e-3, 16), (1.7e9, 4.3e-4, 16), (8e9, 2e-4, 16), (70e9, 6.8e-5, 16)],
 )
 def test_learning_rate_and_rank_scale_with_the_model(num_params, learning_rate, r):
     assert learning_rate_for(num_params) == pytest.approx(learning_rate)
@@ -37,7 +37,7 @@ def test_learning_rate_and_rank_scale_with_the_model(num_params, learning_rate, 
 def test_unset_values_are_resolved_with_a_reason():
     resolved, why = resolve_sft_config(config(), SMOLLM2_135M, num_rows=40)
     lora, train = resolved.lora, resolved.train
-    assert (lora.r, lora.lora_alpha, train.learning_rate) == (32, 64, 1.5e-3)
+    assert (lora.r, lora.lora_alpha, train.learning_rate) == (16, 32, 1.5e-3)
     assert resolved.data.eval_fraction == 0.0  # 40 rows: every row trains
     assert train.epochs == 20 and train.warmup_steps == 10  # 5 steps/epoch, 10 % of 100 steps
     assert set(why) == {
@@ -98,7 +98,7 @@ def test_resolved_values_are_printed(capsys):
     resolved, why = resolve_sft_config(config(), SMOLLM2_135M, num_rows=40)
     print_resolved(resolved, why)
     err = capsys.readouterr().err
-    assert "learning_rate=0.0015" in err and "r=32" in err and "epochs=20" in err
+    assert "learning_rate=0.0015" in err and "r=16" in err and "epochs=20" in err
     assert "  eval_fraction = 0.0: no held-out split" in err
 
 

@@ -23,7 +23,7 @@ def test_no_logged_loss_no_plot(tmp_path):
 
 
 def test_model_card_shows_the_curve_and_the_computed_settings():
-    config = SFTConfig.from_flat({"data": "d", "output": "out", "r": 32, "lora_alpha": 64})
+    config = SFTConfig.from_flat({"data": "d", "output": "out", "r": 16, "lora_alpha": 32})
     training_config = {
         "base_model": {"name": "base", "sha256": "0" * 64},
         "resolved_defaults": {"learning_rate": "0.0015: 0.0002 x sqrt(8B / 135M parameters)"},

@@ -79,7 +79,7 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
     config = yaml.safe_load((run_dir / "training_config.yaml").read_text())
     assert config["seed"] == 7 and config["train"]["max_steps"] == STEPS
     # what was not given is computed, written, and explained
-    assert config["train"]["learning_rate"] == 1.5e-3 and config["lora"]["r"] == 32
+    assert config["train"]["learning_rate"] == 1.5e-3 and config["lora"]["r"] == 16
     assert set(config["resolved_defaults"]) == {"r", "lora_alpha", "learning_rate", "warmup_steps"}
     assert "eval_fraction" not in config["resolved_defaults"]  # given: 0.2
     assert (run_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
@@ -91,7 +91,7 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
     assert len(metrics["log_history"]) == STEPS and math.isfinite(metrics["eval_loss"])
     assert metrics["train_loss"] < metrics["train_loss_first"]
     adapter = json.loads((run_dir / "adapter_config.json").read_text())
-    assert adapter["r"] == 32 and adapter["lora_alpha"] == 64 and adapter["peft_type"] == "LORA"
+    assert adapter["r"] == 16 and adapter["lora_alpha"] == 32 and adapter["peft_type"] == "LORA"
     assert "torch==" in (run_dir / "requirements.txt").read_text()
     entry = registry.resolve("code-words")
     assert entry.kind == "adapter" and entry.path == str(run_dir)
