@@ -47,7 +47,7 @@ class ModelConfig:
 class LoraConfig:
     r: int | None = None
     """LoRA rank (PEFT `r`): size of the low-rank update; vLLM serves ranks up to its
-    max_lora_rank. Default: 16 (rank 32 learned no more on the 135M model; docs/finetune.md)."""
+    max_lora_rank. Default: 16 at every size (rank 32 at 135M: see docs/finetune.md)."""
     lora_alpha: int | None = None
     """LoRA scaling numerator (PEFT `lora_alpha`); the update is scaled by lora_alpha / r.
     Default: 2 x r."""

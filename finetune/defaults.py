@@ -10,9 +10,9 @@ command line or in a recipe is never changed.
   (tinker_cookbook ``get_lr``: full fine-tuning LR proportional to 1/sqrt(param count), LoRA 10x
   that). It gives 1.5e-3 for the default 135M model; measured on invented-fact sets in
   docs/finetune.md ("Defaults"), where 2e-4 learned nothing in 50 steps.
-- ``r``: 16 at every size (unsloth's and axolotl's 1B recipe value). Rank 32 on the 135M model
-  learned no more facts and cost more general ability (docs/finetune.md), so the rank is not
-  scaled with the model until a measurement says it should be.
+- ``r``: 16 at every size (unsloth's and axolotl's 1B recipe value). On the 135M model rank 32
+  recalled more facts on one seed of two and cost more general ability (docs/finetune.md); the
+  rank is not scaled with the model until a measurement settles it.
   ``lora_alpha = 2 x r`` (unsloth's and the LoRA recipes' alpha = 2r).
 - ``epochs`` (when neither ``--epochs`` nor ``--max-steps`` is given): enough passes for about
   ``TARGET_STEPS`` optimizer steps, between 1 and ``MAX_EPOCHS``: small sets are seen many times
@@ -51,7 +51,7 @@ def learning_rate_for(num_params: int) -> float:
 
 
 def lora_rank_for(num_params: int) -> int:
-    """The same at every size for now: measured at 135M, rank 32 bought no facts (see module doc)."""
+    """The same at every size for now: at 135M rank 32 was not clearly better (see module doc)."""
     return DEFAULT_LORA_RANK
 
 
