@@ -49,10 +49,7 @@ class Redactor:
 
     def replacement(self, finding: Finding) -> str:
         if self.operator == "mask":
-            # keep separators so the shape stays readable (***-**-****), but not the invisible
-            # or tag characters inside the value: tag characters can spell it out
-            value = normalize(finding.text, decode_tags=True).text
-            return "".join(MASK_CHAR if ch.isalnum() else ch for ch in value)
+            return _mask(finding.text)
         if self.operator == "hash":
             value = _canonical(finding.text).encode()
             digest = hmac.new(self.key, value, hashlib.sha256).hexdigest()[:12]
@@ -62,6 +59,14 @@ class Redactor:
             self._counts[finding.type] = self._counts.get(finding.type, 0) + 1
             self._placeholders[key] = f"<{finding.type}_{self._counts[finding.type]}>"
         return self._placeholders[key]
+
+
+@functools.lru_cache(maxsize=4096)  # a text repeats its values (a name, a phone number)
+def _mask(value: str) -> str:
+    """Keep separators so the shape stays readable (***-**-****), but not the invisible or tag
+    characters inside the value: tag characters can spell it out."""
+    value = normalize(value, decode_tags=True).text
+    return "".join(MASK_CHAR if ch.isalnum() else ch for ch in value)
 
 
 def redaction_key() -> bytes:

@@ -557,9 +557,12 @@ class ModelList(OpenAIModel):
     data: list[ModelCard]
 
 
+_NO_NUL = r"^[^\x00]*$"  # a NUL in a path is an OS error, not a 400, further in
+
+
 class LoadLoRAAdapterRequest(OpenAIModel):
-    lora_name: Annotated[str, Field(min_length=1, max_length=256)]
-    lora_path: Annotated[str, Field(min_length=1, max_length=4096)]
+    lora_name: Annotated[str, Field(min_length=1, max_length=256, pattern=_NO_NUL)]
+    lora_path: Annotated[str, Field(min_length=1, max_length=4096, pattern=_NO_NUL)]
     """A registered adapter (``NAME`` or ``NAME@VERSION``) or a directory in the artifact store."""
     load_inplace: bool = False
     """Replace an adapter already served under ``lora_name`` (vLLM's name for it)."""

@@ -57,3 +57,10 @@ def test_a_name_in_use_is_replaced_only_when_asked(client, isolated_home) -> Non
     (served,) = [a for a in client.engine.list_loras() if a.name == "prod"]
     assert served.path == str(second)
     assert _load(client, "fake-model", str(second), load_inplace=True).status_code == 400
+
+
+@pytest.mark.parametrize("field", ["lora_name", "lora_path"])
+def test_a_nul_in_a_name_or_path_is_a_400(client, isolated_home, field) -> None:
+    body = {"lora_name": "x", "lora_path": "x"} | {field: "a\u0000b"}
+    response = client.post("/v1/load_lora_adapter", json=body)
+    assert response.status_code == 400 and response.json()["error"]["param"] == field
