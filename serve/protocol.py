@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
@@ -164,6 +165,13 @@ _TokenId = Annotated[int, Field(ge=0, lt=_INT64)]
 _TokenIdList = Annotated[list[_TokenId], Field(max_length=MAX_TOKEN_ID_LIST)]
 
 
+def check_messages_size(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """A conversation within MAX_REQUEST_CHARS in all (each message is capped on its own)."""
+    if sum(len(m.text()) for m in messages) > MAX_REQUEST_CHARS:
+        raise ValueError(f"at most {MAX_REQUEST_CHARS} characters in all messages")
+    return messages
+
+
 class SamplingRequest(_Refused):
     """Fields chat and text completions share."""
 
@@ -300,7 +308,11 @@ class SamplingRequest(_Refused):
 
 
 class ChatCompletionRequest(SamplingRequest):
-    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    messages: Annotated[
+        list[ChatMessage],
+        Field(min_length=1, max_length=MAX_MESSAGES),
+        AfterValidator(check_messages_size),
+    ]
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -352,13 +364,6 @@ class ChatCompletionRequest(SamplingRequest):
 
     def forces_tool_call(self) -> bool:
         return self.calls_tools() and self.effective_tool_choice() != "auto"
-
-    @field_validator("messages")
-    @classmethod
-    def _check_size(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if sum(len(m.text()) for m in messages) > MAX_REQUEST_CHARS:
-            raise ValueError(f"at most {MAX_REQUEST_CHARS} characters in all messages")
-        return messages
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

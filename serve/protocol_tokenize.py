@@ -5,15 +5,15 @@ completion form."""
 
 from typing import Annotated
 
-from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from llmloop.serve.protocol import (
     MAX_MESSAGES,
     MAX_PROMPT_TOKEN_IDS,
-    MAX_REQUEST_CHARS,
     MAX_TEXT_CHARS,
     ChatMessage,
     OpenAIModel,
+    check_messages_size,
 )
 from llmloop.serve.protocol_tools import MAX_TOOLS, ChatCompletionTool
 
@@ -33,7 +33,11 @@ class TokenizeCompletionRequest(OpenAIModel):
 class TokenizeChatRequest(OpenAIModel):
     model: _ModelName | None = None
     """A served name (the base model or a loaded adapter); default: the base model."""
-    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    messages: Annotated[
+        list[ChatMessage],
+        Field(min_length=1, max_length=MAX_MESSAGES),
+        AfterValidator(check_messages_size),
+    ]
     add_generation_prompt: bool = True
     """End with the template's assistant header, as a chat completion's prompt does."""
     return_token_strs: bool | None = False
@@ -45,13 +49,6 @@ class TokenizeChatRequest(OpenAIModel):
     """Special tokens on top of the template's own (which already has them for most models)."""
     tools: Annotated[list[ChatCompletionTool], Field(max_length=MAX_TOOLS)] | None = None
     """Tools the model is shown, as a chat completion with tool_choice "auto" shows them."""
-
-    @field_validator("messages")
-    @classmethod
-    def _check_size(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if sum(len(m.text()) for m in messages) > MAX_REQUEST_CHARS:
-            raise ValueError(f"at most {MAX_REQUEST_CHARS} characters in all messages")
-        return messages
 
     @field_validator("continue_final_message")
     @classmethod
