@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from llmloop.serve.engine_api import SamplingOptions, StructuredOutputs
-from llmloop.serve.protocol_base import OpenAIModel, refused
+from llmloop.serve.protocol_base import OpenAIModel, Refused, refuse_unsupported
 from llmloop.serve.protocol_tools import (
     MAX_GRAMMAR_COST,
     MAX_TOOL_CALLS,
@@ -72,46 +72,46 @@ _OPENAI_DEFAULTS = {
 _STRUCTURED_OUTPUTS = "use structured_outputs or response_format"
 
 
-class _Refused(OpenAIModel):
-    """Parameters of OpenAI's and vLLM's chat and completions APIs that we refuse (a 400 naming
-    the parameter). Other unknown fields are ignored, as vLLM's server does."""
-
+REFUSED: dict[str, Refused] = {
+    # Parameters of OpenAI's and vLLM's chat and completions APIs that we refuse (a 400 naming
+    # the parameter). Other unknown fields are ignored, as vLLM's server does.
     # --- OpenAI ---
-    audio: refused("audio output") = None
-    modalities: refused('output modalities other than ["text"]', ["text"]) = None
-    prediction: refused("predicted outputs") = None
-    web_search_options: refused("web search") = None
-    reasoning_effort: refused("reasoning effort (the models served do not reason)") = None
-    verbosity: refused("verbosity") = None
-    functions: refused("the deprecated functions parameter; use tools") = None
-    function_call: refused("the deprecated function_call parameter; use tool_choice") = None
-    service_tier: refused('service tiers other than "auto" or "default"', "auto", "default") = None
-    metadata: refused("metadata on stored completions") = None
-    prompt_cache_key: refused("prompt cache keys (prefix caching is automatic)") = None
-    safety_identifier: refused("safety_identifier; use user") = None
+    "audio": Refused("audio output"),
+    "modalities": Refused('output modalities other than ["text"]', ["text"]),
+    "prediction": Refused("predicted outputs"),
+    "web_search_options": Refused("web search"),
+    "reasoning_effort": Refused("reasoning effort (the models served do not reason)"),
+    "verbosity": Refused("verbosity"),
+    "functions": Refused("the deprecated functions parameter; use tools"),
+    "function_call": Refused("the deprecated function_call parameter; use tool_choice"),
+    "service_tier": Refused('service tiers other than "auto" or "default"', "auto", "default"),
+    "metadata": Refused("metadata on stored completions"),
+    "prompt_cache_key": Refused("prompt cache keys (prefix caching is automatic)"),
+    "safety_identifier": Refused("safety_identifier; use user"),
     # --- vLLM ---
-    guided_json: refused(f"the removed guided_json; {_STRUCTURED_OUTPUTS}") = None
-    guided_regex: refused(f"the removed guided_regex; {_STRUCTURED_OUTPUTS}") = None
-    guided_choice: refused(f"the removed guided_choice; {_STRUCTURED_OUTPUTS}") = None
-    guided_grammar: refused(f"the removed guided_grammar; {_STRUCTURED_OUTPUTS}") = None
-    guided_decoding_backend: refused("choosing the structured-output backend") = None
-    chat_template: refused("a chat template sent by the client") = None
-    chat_template_kwargs: refused("chat template arguments") = None
-    add_generation_prompt: refused("add_generation_prompt") = None
-    continue_final_message: refused("continue_final_message") = None
-    documents: refused("documents; use the rag field") = None
-    mm_processor_kwargs: refused("multimodal inputs") = None
-    priority: refused("request priority") = None
-    request_id: refused("client-chosen request ids") = None
-    return_tokens_as_token_ids: refused("return_tokens_as_token_ids") = None
-    return_token_ids: refused("return_token_ids") = None
-    cache_salt: refused("cache_salt") = None
-    kv_transfer_params: refused("disaggregated prefill") = None
-    vllm_xargs: refused("vllm_xargs") = None
-    logits_processors: refused("custom logits processors") = None
-    truncate_prompt_tokens: refused("prompt truncation") = None
-    spaces_between_special_tokens: refused("spaces_between_special_tokens") = None
-    thinking_token_budget: refused("thinking budgets (the models served do not reason)") = None
+    "guided_json": Refused(f"the removed guided_json; {_STRUCTURED_OUTPUTS}"),
+    "guided_regex": Refused(f"the removed guided_regex; {_STRUCTURED_OUTPUTS}"),
+    "guided_choice": Refused(f"the removed guided_choice; {_STRUCTURED_OUTPUTS}"),
+    "guided_grammar": Refused(f"the removed guided_grammar; {_STRUCTURED_OUTPUTS}"),
+    "guided_decoding_backend": Refused("choosing the structured-output backend"),
+    "chat_template": Refused("a chat template sent by the client"),
+    "chat_template_kwargs": Refused("chat template arguments"),
+    "add_generation_prompt": Refused("add_generation_prompt"),
+    "continue_final_message": Refused("continue_final_message"),
+    "documents": Refused("documents; use the rag field"),
+    "mm_processor_kwargs": Refused("multimodal inputs"),
+    "priority": Refused("request priority"),
+    "request_id": Refused("client-chosen request ids"),
+    "return_tokens_as_token_ids": Refused("return_tokens_as_token_ids"),
+    "return_token_ids": Refused("return_token_ids"),
+    "cache_salt": Refused("cache_salt"),
+    "kv_transfer_params": Refused("disaggregated prefill"),
+    "vllm_xargs": Refused("vllm_xargs"),
+    "logits_processors": Refused("custom logits processors"),
+    "truncate_prompt_tokens": Refused("prompt truncation"),
+    "spaces_between_special_tokens": Refused("spaces_between_special_tokens"),
+    "thinking_token_budget": Refused("thinking budgets (the models served do not reason)"),
+}
 
 
 class StreamOptions(OpenAIModel):
@@ -172,8 +172,10 @@ def check_messages_size(messages: list[ChatMessage]) -> list[ChatMessage]:
     return messages
 
 
-class SamplingRequest(_Refused):
+class SamplingRequest(OpenAIModel):
     """Fields chat and text completions share."""
+
+    _refuse = model_validator(mode="before")(refuse_unsupported(REFUSED))
 
     model: str
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
@@ -302,8 +304,7 @@ class SamplingRequest(_Refused):
 
     def sampling_record(self) -> dict:
         """The sampling fields as sent, for the request log."""
-        fields = SamplingRequest.model_fields.keys() - _Refused.model_fields.keys()
-        fields -= {"model", "stream_options", "user", "store"}
+        fields = SamplingRequest.model_fields.keys() - {"model", "stream_options", "user", "store"}
         return self.model_dump(include=fields, exclude_none=True, by_alias=True)
 
 

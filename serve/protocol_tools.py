@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from llmloop.serve.protocol_base import OpenAIModel, refused
+from llmloop.serve.protocol_base import OpenAIModel, Refused, refuse_unsupported
 
 MAX_SCHEMA_CHARS = 1 << 16
 """A JSON schema, grammar or regex, serialised: 64 KiB."""
@@ -163,6 +163,14 @@ class ResponseFormat(OpenAIModel):
         return self
 
 
+REFUSED_OPTIONS = {
+    "structural_tag": Refused("structural tags (tool calls are forced with tool_choice)"),
+    "disable_any_whitespace": Refused("disable_any_whitespace"),
+    "disable_additional_properties": Refused("disable_additional_properties"),
+    "whitespace_pattern": Refused("whitespace_pattern"),
+}
+
+
 class StructuredOutputsOptions(OpenAIModel):
     """vLLM's ``structured_outputs`` extra: exactly one constraint."""
 
@@ -171,10 +179,8 @@ class StructuredOutputsOptions(OpenAIModel):
     choice: Annotated[list[_TEXT], Field(min_length=1, max_length=MAX_CHOICE_OPTIONS)] | None = None
     grammar: _SPEC | None = None
     json_object: bool | None = None
-    structural_tag: refused("structural tags (tool calls are forced with tool_choice)") = None
-    disable_any_whitespace: refused("disable_any_whitespace") = None
-    disable_additional_properties: refused("disable_additional_properties") = None
-    whitespace_pattern: refused("whitespace_pattern") = None
+
+    _refuse = model_validator(mode="before")(refuse_unsupported(REFUSED_OPTIONS))
 
     @model_validator(mode="after")
     def _check_one(self):

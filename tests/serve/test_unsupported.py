@@ -3,13 +3,13 @@ the new ones (tools, structured outputs, token controls) are bounded and checked
 
 import pytest
 
-from llmloop.serve.protocol import _Refused
+from llmloop.serve.protocol import REFUSED as REFUSED_PARAMETERS
 from tests.serve.test_errors import CHAT, OK_CHAT, assert_openai_error
 from tests.serve.test_tools import WEATHER
 
 COMPLETIONS = "/v1/completions"
 OK_COMPLETION = {"model": "fake-model", "prompt": "hi"}
-REFUSED = sorted(_Refused.model_fields)
+REFUSED = sorted(REFUSED_PARAMETERS)
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -77,7 +77,8 @@ def test_a_logit_bias_past_the_vocabulary_is_a_400(client):
 
 def test_vllm_structured_outputs_options_we_do_not_take_are_400(client):
     body = OK_CHAT | {"structured_outputs": {"regex": "a", "structural_tag": "{}"}}
-    assert_openai_error(client.post(CHAT, json=body), 400, "structured_outputs.structural_tag")
+    error = assert_openai_error(client.post(CHAT, json=body), 400, "structured_outputs")
+    assert "structural_tag" in error["message"]
 
 
 def json_schema(schema: dict) -> dict:
