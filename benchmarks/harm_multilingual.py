@@ -23,10 +23,10 @@ Also: ms per text for each encoder, single texts and batches of 32, on one threa
 import argparse
 import functools
 import json
-import time
 from pathlib import Path
 
 import numpy as np
+from safety_eval import median_ms  # benchmarks/safety_eval.py
 
 DATA_DIR = Path(__file__).parent / "data" / "safety"
 SETS = {
@@ -269,22 +269,13 @@ def measure_latency() -> dict:
         for lang, prompt in prompts.items():
             classify = functools.partial(classifier.classify, [prompt])
             classify()  # warm-up
-            figures[f"{name} {lang} single"] = median_ms(classify, 20)
+            figures[f"{name} {lang} single"] = round(median_ms(classify, 20), 2)
             batch = functools.partial(classifier.classify, [prompt] * 32)
             figures[f"{name} {lang} batch32 per text"] = round(median_ms(batch, 3) / 32, 2)
     print("\nLatency, ms (median, one thread)\n")
     for key, value in figures.items():
         print(f"- {key}: {value}")
     return figures
-
-
-def median_ms(call, repeats: int) -> float:
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        timings.append(1000 * (time.perf_counter() - started))
-    return round(sorted(timings)[len(timings) // 2], 2)
 
 
 if __name__ == "__main__":
