@@ -43,10 +43,10 @@ _QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 def check_schema(schema: Any) -> Any:
     """A JSON schema bounded in depth, size and compile cost (walked iteratively: no recursion
     on client input, and depth first, before anything serialises it)."""
-    schema_nodes(schema)  # the depth first: serialising a deeper one could recurse too far
+    nodes = schema_nodes(schema)  # the depth first: serialising a deeper one could recurse
     if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
         raise ValueError(f"at most {MAX_SCHEMA_CHARS} characters once serialised")
-    if schema_cost(schema) > MAX_GRAMMAR_COST:
+    if nodes_cost(nodes) > MAX_GRAMMAR_COST:
         raise ValueError(too_costly("its bounds"))
     return schema
 
@@ -71,8 +71,13 @@ def schema_nodes(schema: Any) -> list:
 def schema_cost(schema: Any) -> int:
     """``grammar_cost`` of a schema: its length bounds, the quantifiers of its patterns and its
     properties, added up."""
+    return nodes_cost(schema_nodes(schema))
+
+
+def nodes_cost(nodes: list) -> int:
+    """``schema_cost`` from the dicts and lists ``schema_nodes`` found."""
     cost = 0
-    for node in schema_nodes(schema):
+    for node in nodes:
         if not isinstance(node, dict):
             continue
         for keyword in _BOUND_KEYWORDS:
