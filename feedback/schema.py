@@ -10,6 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.operations import Operations
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     Column,
     Connection,
     Float,
@@ -20,12 +22,25 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     insert,
     inspect,
     select,
 )
 
 metadata = MetaData()
+
+BATCH_EVENTS = (
+    "in_progress",
+    "finalizing",
+    "completed",
+    "failed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+"""A batch's timestamps: ``{event}_at`` columns, as OpenAI's Batch object names them."""
+BATCH_STATUSES = ("validating", *BATCH_EVENTS)
 
 completions = Table(
     "completions",
@@ -98,6 +113,69 @@ api_keys = Table(
     Column("revoked", Float),
 )
 
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),  # "file-" + 24 hex digits
+    Column("created", Float, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("filename", String(256), nullable=False),
+    Column("purpose", String(32), nullable=False),  # batch | batch_output
+    Column("expires_at", Float),
+    Column("api_key_id", String(64)),  # the owner; null on a server without keys
+    Column("project", String(128)),
+    Index("ix_files_created", "created", "id"),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),  # "batch_" + 24 hex digits
+    Column("created", Float, nullable=False),
+    Column("api_key_id", String(64)),
+    Column("project", String(128)),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # one of BATCH_STATUSES
+    Column("user_metadata", JSON),  # the client's `metadata`
+    Column("errors", JSON),  # validation errors: [{code, message, param, line}]
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("request_total", Integer, nullable=False, server_default="0"),
+    Column("request_completed", Integer, nullable=False, server_default="0"),
+    Column("request_failed", Integer, nullable=False, server_default="0"),
+    Column("input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),
+    *(Column(f"{event}_at", Float) for event in BATCH_EVENTS),
+    # the server validating or finalizing it, until lease_until (unix seconds)
+    Column("owner", String(128)),
+    Column("lease_until", Float),
+    Index("ix_batches_created", "created", "id"),
+    Index("ix_batches_status", "status"),
+)
+
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("batch_id", String(64), ForeignKey("batches.id"), nullable=False),
+    Column("line", Integer, nullable=False),  # 1-based, in the input file
+    Column("custom_id", String(512), nullable=False),
+    Column("body", Text, nullable=False),  # the request body, JSON text
+    Column("status", String(16), nullable=False),  # pending | running | done
+    Column("owner", String(128)),  # the server running it, until lease_until
+    Column("lease_until", Float),
+    Column("not_before", Float, nullable=False, server_default="0"),  # retry after a 429/503
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("succeeded", Boolean),  # once done: answered with a 2xx
+    Column("result", Text),  # once done: the output line, JSON text
+    Index("ix_batch_lines_batch_status", "batch_id", "status", "id"),
+    Index("ix_batch_lines_status_id", "status", "id"),
+    UniqueConstraint("batch_id", "custom_id", name="uq_batch_lines_custom_id"),
+)
+
 schema_version = Table(
     "llmloop_schema_version",
     MetaData(),
@@ -132,6 +210,12 @@ def _v3_tools(op: Operations) -> None:
         op.add_column("completions", Column("tools", JSON))
 
 
+def _v4_batches(op: Operations) -> None:
+    """The Files and Batches API: uploaded files, batches, and each batch line's progress."""
+    for table in (files, batches, batch_lines):
+        table.create(op.get_bind(), checkfirst=True)  # a fresh database got them from _v1
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
 # (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
 # today's tables, so later entries must tolerate what it already made.
@@ -139,6 +223,7 @@ MIGRATIONS: list[Callable[[Operations], None]] = [
     _v1_initial,
     _v2_keys_and_projects,
     _v3_tools,
+    _v4_batches,
 ]
 
 
