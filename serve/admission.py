@@ -46,6 +46,8 @@ class Admission:
         self._waiting: list[tuple[int, int, asyncio.Future]] = []
         """Heap of (finishes needed to start, tie-break, future set when started)."""
         self._tie = itertools.count()
+        self.num_interactive = 0
+        """Sequences of interactive requests (priority 0) in flight; the rest are batch lines."""
 
     @property
     def num_in_flight(self) -> int:
@@ -70,15 +72,19 @@ class Admission:
                 headers={"Retry-After": str(max(1, math.ceil(wait_s - self.max_queue_time_s)))},
             )
 
-    def enter(self, num_seqs: int) -> int:
+    def enter(self, num_seqs: int, priority: int = 0) -> int:
         """Count ``num_seqs`` sequences submitted to the engine; the ticket for ``until_started``."""
+        if priority == 0:
+            self.num_interactive += num_seqs
         if self.num_in_flight < self.max_num_seqs <= self.num_in_flight + num_seqs:
             self._last_mark = self._clock()  # the engine becomes full: intervals count from now
         self._num_submitted += num_seqs
         return self._num_submitted - self.max_num_seqs
 
-    def leave(self, num_seqs: int) -> None:
+    def leave(self, num_seqs: int, priority: int = 0) -> None:
         """Count ``num_seqs`` sequences finished (or aborted): the next ones in line start."""
+        if priority == 0:
+            self.num_interactive -= num_seqs
         now = self._clock()
         if self.num_in_flight >= self.max_num_seqs:
             interval = (now - self._last_mark) / num_seqs

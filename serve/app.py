@@ -20,12 +20,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from llmloop.feedback.batches import BatchStore
+from llmloop.feedback.db import create_db_engine
+from llmloop.feedback.files import FileBlobs
 from llmloop.feedback.log import RequestLog
 from llmloop.paths import default_db_url
 from llmloop.serve.admission import Admission
 from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.auth.ratelimit import RateLimiter, RateLimitHeadersMiddleware
 from llmloop.serve.auth.sessions import SessionStore
+from llmloop.serve.batch.dispatch import Dispatcher
+from llmloop.serve.batch.runner import BatchLimits, BatchRunner
+from llmloop.serve.batch.state import BatchState
 from llmloop.serve.config import ServerConfig
 from llmloop.serve.engine_api import Engine
 from llmloop.serve.errors import (
@@ -40,10 +46,12 @@ from llmloop.serve.metrics import ServerMetrics
 from llmloop.serve.retrieval import Retrieval
 from llmloop.serve.routes import (
     adapters,
+    batches,
     chat,
     completions,
     docs,
     embeddings,
+    files,
     health,
     models,
     moderations,
@@ -99,16 +107,29 @@ def create_app(
     app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
     app.state.rate_limiter = RateLimiter()
     app.state.sessions = SessionStore()
+    app.state.batches = BatchState(
+        BatchStore(create_db_engine(db_url)),
+        FileBlobs(),
+        config.max_file_bytes,
+        config.max_stored_bytes_per_key,
+    )
 
     # Each router states the scope its routes need (serve/auth/deps.py); /health is public.
     for module in (health, models, chat, completions, embeddings, moderations, adapters, tokenize):
         app.include_router(module.router)
+    app.include_router(files.router)
+    app.include_router(batches.router)
     app.include_router(feedback_router)
     app.include_router(session.router)
     app.include_router(docs.router)
     _add_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=config.max_request_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=config.max_request_body_bytes,
+        # an upload's multipart framing and form fields come on top of the file
+        max_bytes_by_path={"/v1/files": config.max_file_bytes + (64 << 10)},
+    )
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every response, 413s included
     return app
 
@@ -123,15 +144,20 @@ async def _lifespan(app: FastAPI):
     app.state.request_log = RequestLog(db_url, enabled=config.store_requests)
     await app.state.request_log.start()
     await app.state.keyring.try_refresh()  # before the first request: keys apply from the start
+    await _migrate_batches(app)
     keys = asyncio.create_task(app.state.keyring.keep_fresh())
     starting = asyncio.create_task(_start_engine(app))
     try:
         yield
     finally:
-        for task in (starting, keys):
-            if not task.done():
+        batch_worker = getattr(app.state, "batch_worker", None)
+        for task in (starting, keys, batch_worker):
+            if task is not None and not task.done():
                 task.cancel()
-        await asyncio.gather(starting, keys, return_exceptions=True)
+        await asyncio.gather(*filter(None, (starting, keys, batch_worker)), return_exceptions=True)
+        if (dispatcher := getattr(app.state, "batch_dispatcher", None)) is not None:
+            await dispatcher.aclose()
+        app.state.batches.store.engine.dispose()
         if app.state.owns_keyring:
             app.state.keyring.close()
         await app.state.request_log.aclose()  # drained requests are logged before we exit
@@ -166,6 +192,38 @@ async def _start_engine(app: FastAPI) -> None:
     app.state.admission = Admission(config.max_queue_time_s, engine.max_num_seqs)
     app.state.engine = engine
     logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
+    _start_batch_worker(app, engine.max_num_seqs)
+
+
+async def _migrate_batches(app: FastAPI) -> None:
+    """The batch tables, even with --no-store (which skips the request log's migration)."""
+    try:
+        await asyncio.to_thread(app.state.batches.store.migrate)
+    except Exception:  # the database is down: the worker and the routes retry on their own
+        logger.exception("could not migrate the log database for batches")
+
+
+def _start_batch_worker(app: FastAPI, max_num_seqs: int) -> None:
+    config: ServerConfig = app.state.config
+    concurrency = config.batch_concurrency or max_num_seqs
+    limits = BatchLimits(
+        concurrency=concurrency,
+        busy_concurrency=config.batch_busy_concurrency or max(1, concurrency // 8),
+        max_line_bytes=config.max_request_body_bytes,
+        lease_s=config.batch_lease_s,
+    )
+    state: BatchState = app.state.batches
+    app.state.batch_dispatcher = Dispatcher(app)
+    admission: Admission = app.state.admission
+    state.runner = BatchRunner(
+        state.store,
+        state.blobs,
+        app.state.batch_dispatcher,
+        limits,
+        app.state.metrics.batches,
+        lambda: admission.num_interactive,
+    )
+    app.state.batch_worker = asyncio.create_task(state.runner.run(), name="batch-worker")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -232,18 +290,21 @@ _NAMED_PARAM = re.compile(r"([a-z_]+(?:\.[a-z_]+)*): ")
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies over ``max_bytes``: by Content-Length up front, or while reading a chunked body."""
+    """413 for bodies over ``max_bytes`` (or a path's own limit in ``max_bytes_by_path``): by
+    Content-Length up front, or while reading a chunked body."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, max_bytes_by_path: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.max_bytes_by_path = max_bytes_by_path or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        max_bytes = self.max_bytes_by_path.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            return await self._reject(send, max_bytes)
         received = 0
 
         async def limited_receive():
@@ -251,18 +312,19 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > max_bytes:
                     # FastAPI passes HTTPExceptions raised while reading the body through unchanged.
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self._message(max_bytes))
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _message(self) -> str:
-        return f"request body exceeds {self.max_bytes} bytes; raise --max-request-body-bytes or send less"
+    def _message(self, max_bytes: int) -> str:
+        flag = "--max-file-bytes" if max_bytes != self.max_bytes else "--max-request-body-bytes"
+        return f"request body exceeds {max_bytes} bytes; raise {flag} or send less"
 
-    async def _reject(self, send) -> None:
-        error = RequestTooLargeError(self._message(), code="request_too_large")
+    async def _reject(self, send, max_bytes: int) -> None:
+        error = RequestTooLargeError(self._message(max_bytes), code="request_too_large")
         body = json.dumps(error.to_dict()).encode()
         await send(
             {

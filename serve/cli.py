@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(s, ServerConfig, "max_request_body_bytes")
     add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
     add_field_flag(s, ServerConfig, "max_queue_time_s", "--max-queue-time")
+    b = parser.add_argument_group("files and batches (/v1/files, /v1/batches)")
+    add_field_flags(
+        b,
+        ServerConfig,
+        "max_file_bytes",
+        "max_stored_bytes_per_key",
+        "batch_concurrency",
+        "batch_busy_concurrency",
+    )
+    add_field_flag(b, ServerConfig, "batch_lease_s", "--batch-lease")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     s.add_argument(
         "--disable-access-log", action="store_true", help="Do not log one line per HTTP request."

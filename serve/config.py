@@ -114,6 +114,18 @@ class ServerConfig:
     public_metrics: bool = False
     """Serve /metrics and /version without a key (e.g. for a Prometheus that sends none). By
     default they need a key (any scope) once the server has keys."""
+    max_file_bytes: int = 200 << 20
+    """Largest file /v1/files takes (OpenAI's limit: 200 MB)."""
+    max_stored_bytes_per_key: int = 10 << 30
+    """Files one key may keep stored (uploads and batch outputs); more uploads get 400."""
+    batch_concurrency: int | None = None
+    """Batch lines in flight while no interactive request is (default: --max-num-seqs)."""
+    batch_busy_concurrency: int | None = None
+    """Batch lines in flight while interactive requests are (default: 1/8 of
+    --batch-concurrency, at least 1): they keep the engine's attention."""
+    batch_lease_s: float = 30.0
+    """A server renews its claim on the batch lines it runs every third of this; a killed
+    server's lines are taken up by another (or by it, restarted) once this has passed."""
     public_docs: bool = False
     """Serve /openapi.json, /docs and /redoc without a key. By default they need a key (any
     scope) once the server has keys."""
@@ -123,6 +135,11 @@ class ServerConfig:
             raise ConfigError(f"--port must be in 1..65535, got {self.port}")
         if not self.max_queue_time_s > 0:
             raise ConfigError(f"--max-queue-time must be > 0 seconds, got {self.max_queue_time_s}")
+        for name in ("batch_concurrency", "batch_busy_concurrency"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if not self.batch_lease_s >= 1:
+            raise ConfigError(f"--batch-lease must be >= 1 second, got {self.batch_lease_s}")
         names = [name for name, _ in self.adapters]
         if len(set(names)) != len(names):
             raise ConfigError(f"--adapter names must be unique, got {names}")

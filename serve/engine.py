@@ -80,6 +80,7 @@ def build_engine_args(config: EngineConfig, dtype: str) -> AsyncEngineArgs:
         max_num_seqs=config.max_num_seqs,
         max_num_queued_reqs=config.max_num_seqs + config.max_waiting_requests,
         enable_prefix_caching=True,
+        scheduling_policy="priority",  # batch lines (priority 1) wait behind interactive ones
         enforce_eager=config.enforce_eager,
         gpu_memory_utilization=config.gpu_memory_utilization,
         kv_cache_memory_bytes=kv_cache_memory_bytes,
@@ -184,7 +185,11 @@ class VllmEngine:
                 )
             else:
                 outputs = self._llm.generate(
-                    prompt, _to_sampling_params(options), request_id, lora_request=lora_request
+                    prompt,
+                    _to_sampling_params(options),
+                    request_id,
+                    lora_request=lora_request,
+                    priority=options.priority,
                 )
             async for output in outputs:
                 yield _from_request_output(output)

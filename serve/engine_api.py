@@ -69,6 +69,9 @@ class SamplingOptions:
     allowed_token_ids: tuple[int, ...] | None = None
     bad_words: tuple[str, ...] = ()
     structured_outputs: StructuredOutputs | None = None
+    priority: int = 0
+    """vLLM's request priority: lower runs first when sequences wait for a place in the
+    running batch (batch lines run at 1, below interactive requests)."""
 
 
 @dataclass(frozen=True)

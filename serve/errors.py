@@ -55,6 +55,11 @@ class NotFoundError(APIError):
     type = "not_found_error"
 
 
+class ConflictError(APIError):
+    status_code = HTTPStatus.CONFLICT
+    type = "invalid_request_error"
+
+
 class RequestTooLargeError(APIError):
     status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     type = "invalid_request_error"

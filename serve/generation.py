@@ -107,7 +107,7 @@ async def generate_stream(
             engine.generate(p, options, f"{request_id}-{i}", lora) for i, p in enumerate(prompts)
         ]
     if admission is not None:
-        iterators = [_admitted(admission, it, options.n) for it in iterators]
+        iterators = [_admitted(admission, it, options.n, options.priority) for it in iterators]
     try:
         async for item in _merge(iterators):
             yield item
@@ -122,11 +122,11 @@ async def generate_stream(
 
 
 async def _admitted(
-    admission: Admission, outputs: AsyncIterator[EngineOutput], num_seqs: int
+    admission: Admission, outputs: AsyncIterator[EngineOutput], num_seqs: int, priority: int
 ) -> AsyncIterator[EngineOutput]:
     """``outputs``; aborted with a 503 if they find no slot in the running batch, nor produce
     anything, within ``admission.max_queue_time_s``."""
-    ticket = admission.enter(num_seqs)
+    ticket = admission.enter(num_seqs, priority)
     started = asyncio.ensure_future(admission.until_started(ticket))
     waiting = True
 
@@ -150,7 +150,7 @@ async def _admitted(
             yield output
     finally:
         started.cancel()
-        admission.leave(num_seqs)
+        admission.leave(num_seqs, priority)
         await outputs.aclose()
 
 

@@ -5,6 +5,8 @@ in-process; the server's own live in a registry per app, so several apps can coe
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
 
+from llmloop.serve.batch.metrics import BatchMetrics
+
 
 class ServerMetrics:
     def __init__(self) -> None:
@@ -15,6 +17,7 @@ class ServerMetrics:
             ["direction", "category", "action"],
             registry=self.registry,
         )
+        self.batches = BatchMetrics(self.registry)
 
     def render(self) -> bytes:
         return generate_latest(REGISTRY) + generate_latest(self.registry)

@@ -9,6 +9,7 @@ subclass in ``routes/``: it builds the prompt (``prompt_ids``) and shapes the re
 ``refusal_events`` streamed)."""
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -21,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from llmloop.serve.auth.deps import request_key
+from llmloop.serve.batch.dispatch import BATCH_PRIORITY, batch_line_of
 from llmloop.serve.deps import resolve_lora
 from llmloop.serve.engine_api import Engine, SamplingOptions, SequenceOutput, TokenLogprob
 from llmloop.serve.generation import check_token_ids, generate_all, generate_stream
@@ -122,7 +124,10 @@ class ServeContext(ABC):
     async def generate(self, options: SamplingOptions) -> BaseModel | StreamingResponse:
         """Run ``prompt_ids`` through the engine: the whole answer, or an SSE stream of it."""
         check_token_ids(options, self.engine.vocab_size)
-        self.request.app.state.admission.check(self.num_choices)  # 503 before a stream starts
+        if batch_line_of(self.request) is not None:
+            options = dataclasses.replace(options, priority=BATCH_PRIORITY)
+        else:  # a batch line waits its turn in the engine's queue instead
+            self.request.app.state.admission.check(self.num_choices)  # 503 before a stream
         if self.body.stream:
             return sse_response(self._stream(options))
         return await self._full(options)

@@ -5,7 +5,7 @@ the response is done (streams included); ``require_key_unless`` guards what a co
 open to everyone (``/metrics``, the API docs).
 
 A request authenticates with ``Authorization: Bearer KEY`` or, from the labelling UI, with its
-session cookie (``sessions.py``). A session only ever has the label scope, whatever its key's, and
+session cookie (``sessions.py``); a batch line runs as its batch's key (``batch/dispatch.py``). A session only ever has the label scope, whatever its key's, and
 a write it authenticates must come from the server's own page: JSON, with our Origin. A browser
 attaches cookies to cross-site form posts too; it never attaches an Authorization header.
 """
@@ -21,6 +21,7 @@ from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.auth.keys import EVERY_PROJECT, MAX_SECRET_CHARS, ApiKey
 from llmloop.serve.auth.ratelimit import RateLimiter, has_limits
 from llmloop.serve.auth.sessions import SESSION_COOKIE, SessionStore
+from llmloop.serve.batch.dispatch import LineOwner, batch_line_of
 from llmloop.serve.errors import AuthenticationError, PermissionDeniedError
 
 Scope = Literal["infer", "label", "admin"]
@@ -59,11 +60,12 @@ async def limit_infer(
         yield key
         return
     limiter: RateLimiter = request.app.state.rate_limiter
-    request.state.ratelimit_headers = limiter.admit(key)
+    pool = "batch" if batch_line_of(request) is not None else "interactive"
+    request.state.ratelimit_headers = limiter.admit(key, pool)
     try:
         yield key
     finally:  # after the response is sent, stream or not (FastAPI >= 0.118)
-        limiter.release(key, getattr(request.state, "num_tokens", 0))
+        limiter.release(key, getattr(request.state, "num_tokens", 0), pool)
 
 
 def authenticate(request: Request) -> ApiKey | None:
@@ -72,7 +74,9 @@ def authenticate(request: Request) -> ApiKey | None:
     if not keyring.enabled:
         return None
     secret = bearer_token(request)
-    if secret:
+    if (line := batch_line_of(request)) is not None:
+        key = batch_key(keyring, line)
+    elif secret:
         key = authenticate_secret(keyring, secret)
     elif SESSION_COOKIE in request.cookies:
         key = session_key(request)
@@ -90,6 +94,18 @@ def authenticate_secret(keyring: KeyRing, secret: str) -> ApiKey:
     key = keyring.authenticate(secret) if _well_formed(secret) else None
     if key is None:
         raise AuthenticationError("incorrect API key provided", code="invalid_api_key")
+    return key
+
+
+def batch_key(keyring: KeyRing, line: LineOwner) -> ApiKey:
+    """A batch line runs as the key that created its batch, as that key is now."""
+    key = keyring.by_id(line.api_key_id) if line.api_key_id else None
+    if key is None:
+        raise AuthenticationError(
+            "the key that created this batch has been revoked (or the batch was created "
+            "before the server had keys)",
+            code="invalid_api_key",
+        )
     return key
 
 

@@ -7,6 +7,9 @@ to its whole minute's allowance and then goes at its steady rate. Tokens are cha
 response is done (prompt + completion, as the usage says); a key in token debt waits until its
 bucket is positive again.
 
+Batch lines (``serve/batch/``) draw on a budget of their own, with the same limits: a batch never
+eats the allowance a key's interactive requests need, and the other way round.
+
 Counters live in this process: with several replicas each enforces the limits on its own share.
 """
 
@@ -42,11 +45,13 @@ class KeyUsage:
 
 class RateLimiter:
     def __init__(self) -> None:
-        self._usage: dict[str, KeyUsage] = {}  # by key id; one entry per key that has limits
+        # by (key id, pool); one entry per key that has limits and pool it used
+        self._usage: dict[tuple[str, str], KeyUsage] = {}
 
-    def admit(self, key: ApiKey) -> dict[str, str]:
-        """Count one request against ``key``: the rate-limit headers, or RateLimitError (429)."""
-        limits, usage, now = key.limits, self._usage_of(key), time.monotonic()
+    def admit(self, key: ApiKey, pool: str = "interactive") -> dict[str, str]:
+        """Count one request against ``key``'s ``pool`` ("interactive" or "batch"): the
+        rate-limit headers, or RateLimitError (429)."""
+        limits, usage, now = key.limits, self._usage_of(key, pool), time.monotonic()
         for bucket in (usage.requests, usage.tokens):
             if bucket is not None:
                 bucket.refill(now)
@@ -69,9 +74,9 @@ class RateLimiter:
         usage.in_flight += 1
         return _headers(usage)
 
-    def release(self, key: ApiKey, num_tokens: int) -> None:
+    def release(self, key: ApiKey, num_tokens: int, pool: str = "interactive") -> None:
         """The request is done: free its slot and charge the tokens it used."""
-        usage = self._usage.get(key.id)
+        usage = self._usage.get((key.id, pool))
         if usage is None:
             return
         usage.in_flight -= 1
@@ -79,12 +84,12 @@ class RateLimiter:
             usage.tokens.refill(time.monotonic())
             usage.tokens.level -= num_tokens
 
-    def _usage_of(self, key: ApiKey) -> KeyUsage:
-        usage = self._usage.get(key.id)
+    def _usage_of(self, key: ApiKey, pool: str) -> KeyUsage:
+        usage = self._usage.get((key.id, pool))
         if usage is None or _limits_changed(usage, key.limits):
             in_flight = usage.in_flight if usage is not None else 0
             usage = KeyUsage(_bucket(key.limits.rpm), _bucket(key.limits.tpm), in_flight)
-            self._usage[key.id] = usage
+            self._usage[key.id, pool] = usage
         return usage
 
 

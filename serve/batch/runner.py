@@ -1,0 +1,302 @@
+"""The server's batch worker: validates new batches, runs their lines through the app below
+interactive traffic, and finalizes them into output and error files.
+
+Every step is claimed in the database (``feedback/batches.py``), so any number of servers sharing
+it can run the same batches, and a server killed at any moment loses nothing: its leases run out
+and the work is claimed again. Lines in flight are bounded by ``BatchLimits``: up to
+``concurrency`` while no interactive request is in flight, ``busy_concurrency`` while one is, so
+interactive requests keep the engine's attention (batch lines also have the lower vLLM
+priority). A cancelled or expired batch stops at once: no new line starts and the ones in flight
+are aborted.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Row
+
+from llmloop.feedback.batches import BatchStore, BatchWork, ClaimedLine
+from llmloop.feedback.files import FileBlobs
+from llmloop.serve.batch.dispatch import Dispatcher, LineOwner
+from llmloop.serve.batch.metrics import BatchMetrics
+from llmloop.serve.batch.protocol import BatchLineError, BatchOutputLine
+from llmloop.serve.batch.validate import parse_input
+
+logger = logging.getLogger(__name__)
+
+FILE_TTL_S = 30 * 86400
+"""Output and error files expire 30 days after the batch ends, as OpenAI's batch files do."""
+CENSUS_INTERVAL_S = 5.0
+"""How often the batches-by-status and queue-depth gauges are counted in the database."""
+MAX_ATTEMPTS = 20
+"""A line refused this many times for capacity (429, 503) is answered with the last refusal."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    concurrency: int
+    """Lines in flight while no interactive request is."""
+    busy_concurrency: int
+    """Lines in flight while interactive requests are."""
+    max_line_bytes: int
+    lease_s: float = 30.0
+    """How long a claim holds without renewal: a dead server's lines wait this long."""
+    poll_s: float = 1.0
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        store: BatchStore,
+        blobs: FileBlobs,
+        dispatcher: Dispatcher,
+        limits: BatchLimits,
+        metrics: BatchMetrics,
+        num_interactive: Callable[[], int] = lambda: 0,
+    ):
+        self.store = store
+        self.blobs = blobs
+        self.dispatcher = dispatcher
+        self.limits = limits
+        self.metrics = metrics
+        self.num_interactive = num_interactive
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._tasks: dict[int, tuple[asyncio.Task, ClaimedLine]] = {}
+        self._batches: dict[str, Row] = {}  # batch id -> row, for lines in flight
+        self._held: set[str] = set()  # batches this worker validates or finalizes
+        self._wake = asyncio.Event()
+        self._next_census = 0.0
+
+    def wake(self) -> None:
+        """Look for work now (a batch was created or cancelled here)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat())
+        try:
+            while True:
+                try:
+                    await self._step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the database is down, say: retry, never die
+                    logger.exception("batch worker step failed; retrying")
+                    await asyncio.sleep(self.limits.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.limits.poll_s):
+                        await self._wake.wait()
+                self._wake.clear()
+        finally:
+            heartbeat.cancel()
+            await self._stop_all()
+
+    async def _step(self) -> None:
+        while work := await asyncio.to_thread(
+            self.store.claim_batch, self.worker, self.limits.lease_s
+        ):
+            await self._batch_work(work)
+        await self._abort_stopped()
+        await self._fill()
+        self.metrics.lines_running.set(len(self._tasks))
+        if time.monotonic() >= self._next_census:
+            self._next_census = time.monotonic() + CENSUS_INTERVAL_S
+            self.metrics.observe(*await asyncio.to_thread(self._census))
+
+    # -- lines -------------------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        busy = self.num_interactive() > 0
+        limit = self.limits.busy_concurrency if busy else self.limits.concurrency
+        return max(0, limit - len(self._tasks))
+
+    async def _fill(self) -> None:
+        free = self._capacity()
+        if free == 0:
+            return
+        lines = await asyncio.to_thread(
+            self.store.claim_lines, self.worker, free, self.limits.lease_s
+        )
+        for line in lines:
+            if line.batch_id not in self._batches:
+                batch = await asyncio.to_thread(self.store.get_batch, line.batch_id)
+                if batch is None:
+                    continue
+                self._batches[line.batch_id] = batch
+            task = asyncio.create_task(self._run_line(line))
+            self._tasks[line.id] = (task, line)
+            task.add_done_callback(lambda _, line_id=line.id: self._done(line_id))
+
+    def _done(self, line_id: int) -> None:
+        self._tasks.pop(line_id, None)
+        self._wake.set()  # a slot is free
+
+    async def _run_line(self, line: ClaimedLine) -> None:
+        batch = self._batches[line.batch_id]
+        owner = LineOwner(batch.id, batch.api_key_id)
+        try:
+            answer = await self.dispatcher.dispatch(
+                owner, line.custom_id, batch.endpoint, line.body
+            )
+        except asyncio.CancelledError:
+            raise  # cancelled or expired batch: closing it answers the line
+        except Exception as e:
+            logger.exception("batch %s line %s failed", batch.id, line.custom_id)
+            output = BatchOutputLine(
+                custom_id=line.custom_id,
+                error=BatchLineError(code="server_error", message=f"{type(e).__name__}: {e}"),
+            )
+            await self._finish(line, output, (0, 0))
+            return
+        if answer.retry_after_s is not None and line.attempts < MAX_ATTEMPTS:
+            self.metrics.lines.labels("retried").inc()
+            not_before = time.time() + answer.retry_after_s
+            await asyncio.to_thread(self.store.retry_line, line, self.worker, not_before)
+            return
+        await self._finish(line, answer.line, answer.usage)
+
+    async def _finish(self, line: ClaimedLine, output: BatchOutputLine, usage) -> None:
+        recorded = await asyncio.to_thread(
+            self.store.finish_line,
+            line,
+            self.worker,
+            output.model_dump_json(),
+            output.succeeded,
+            usage,
+        )
+        if recorded:
+            self.metrics.lines.labels("completed" if output.succeeded else "failed").inc()
+
+    async def _abort_stopped(self) -> None:
+        """Abort the lines of batches that were cancelled or expired (on any server)."""
+        in_flight = {line.batch_id for _, line in self._tasks.values()}
+        statuses = await asyncio.to_thread(self.store.statuses, sorted(in_flight))
+        now = time.time()
+        stopped = {
+            batch_id
+            for batch_id in in_flight
+            if statuses.get(batch_id) != "in_progress" or self._batches[batch_id].expires_at <= now
+        }
+        tasks = [task for task, line in self._tasks.values() if line.batch_id in stopped]
+        for task in tasks:
+            task.cancel()  # closes the engine request: vLLM aborts it
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for batch_id in set(self._batches) - in_flight | stopped:
+            self._batches.pop(batch_id, None)
+
+    async def _stop_all(self) -> None:
+        """Shutting down: abort what runs and hand the lines back, for a restart to resume."""
+        tasks = [task for task, _ in self._tasks.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.release, self.worker)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.lease_s / 3)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.renew_leases, self.worker, self.limits.lease_s)
+                for batch_id in list(self._held):
+                    await asyncio.to_thread(
+                        self.store.renew_batch, batch_id, self.worker, self.limits.lease_s
+                    )
+
+    def _census(self) -> tuple[dict[str, int], int]:
+        return self.store.count_by_status(), self.store.queue_depth()
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def _batch_work(self, work: BatchWork) -> None:
+        batch = work.batch
+        self._held.add(batch.id)
+        try:
+            if work.action == "validate":
+                await asyncio.to_thread(self._validate, batch)
+            else:
+                final = {"finalize": "completed", "cancel": "cancelled", "expire": "expired"}
+                await asyncio.to_thread(self._close, batch, final[work.action])
+        finally:
+            self._held.discard(batch.id)
+
+    def _validate(self, batch: Row) -> None:
+        if batch.expires_at <= time.time():
+            self.store.fail_batch(
+                batch.id, self.worker, [_error("batch_expired", "expired before it was validated")]
+            )
+            return
+        try:
+            data = self.blobs.read(batch.input_file_id)
+        except FileNotFoundError:
+            errors = [_error("invalid_file", f"the input file {batch.input_file_id} was deleted")]
+            self.store.fail_batch(batch.id, self.worker, errors)
+            return
+        parsed = parse_input(data, batch.endpoint, self.limits.max_line_bytes)
+        if not parsed.ok:
+            self.store.fail_batch(batch.id, self.worker, parsed.errors)
+            logger.info("batch %s failed validation: %d errors", batch.id, len(parsed.errors))
+            return
+        lines = [(custom_id, body) for custom_id, _, body in parsed.lines]
+        if self.store.start_batch(batch.id, self.worker, lines):
+            logger.info("batch %s: %d lines queued", batch.id, len(parsed.lines))
+            self._wake.set()
+
+    def _close(self, batch: Row, status: str) -> None:
+        """Answer what is left (cancelled, expired), write the files, and end the batch."""
+        if status != "completed":
+            self.store.close_lines(batch.id, self.worker)
+        now = time.time()
+        output_files = {}
+        for kind, succeeded in (("output", True), ("error", False)):
+            file_id = _file_id(batch.id, kind)
+            size = self.blobs.write(file_id, self._file_lines(batch.id, succeeded, status))
+            if size == 0:
+                self.blobs.delete(file_id)
+                continue
+            output_files[kind] = {
+                "id": file_id,
+                "created": now,
+                "bytes": size,
+                "filename": f"{batch.id}_{kind}.jsonl",
+                "purpose": "batch_output",
+                "expires_at": now + FILE_TTL_S,
+                "api_key_id": batch.api_key_id,
+                "project": batch.project,
+            }
+        if self.store.finish_batch(batch.id, self.worker, status, output_files):
+            logger.info("batch %s %s", batch.id, status)
+
+    def _file_lines(self, batch_id: str, succeeded: bool, status: str) -> Iterator[bytes]:
+        for line in self.store.answered_lines(batch_id):
+            if bool(line.succeeded) != succeeded:
+                continue
+            if line.result is not None:
+                yield line.result.encode() + b"\n"
+            else:  # closed before it was answered
+                error = BatchLineError(
+                    code=f"batch_{status}",
+                    message=f"the batch was {status} before this request ran",
+                )
+                yield (
+                    BatchOutputLine(custom_id=line.custom_id, error=error)
+                    .model_dump_json()
+                    .encode()
+                    + b"\n"
+                )
+
+
+def _file_id(batch_id: str, kind: str) -> str:
+    """The same id each time a batch is finalized, so a retried finalization replaces its file."""
+    return "file-" + hashlib.sha256(f"{batch_id}/{kind}".encode()).hexdigest()[:24]
+
+
+def _error(code: str, message: str) -> dict:
+    return {"code": code, "message": message, "param": None, "line": None}

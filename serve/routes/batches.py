@@ -1,0 +1,100 @@
+"""``/v1/batches``: create, retrieve, list and cancel batches (OpenAI's Batch API). The work
+itself is the batch worker's (``serve/batch/runner.py``); a batch belongs to the key that made it
+(an admin key sees every batch), and another key gets 404."""
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from llmloop.serve.auth.deps import require_infer
+from llmloop.serve.auth.keys import ApiKey
+from llmloop.serve.batch.protocol import (
+    BatchCreateRequest,
+    BatchList,
+    BatchObject,
+    new_batch_id,
+    window_seconds,
+)
+from llmloop.serve.batch.state import batch_state, owner_of, visible_to
+from llmloop.serve.errors import BadRequestError, ConflictError, NotFoundError
+
+router = APIRouter()  # scope: infer (its own batches), admin (every batch)
+KeyDep = Annotated[ApiKey | None, Depends(require_infer)]
+
+
+@router.post("/v1/batches", response_model=BatchObject)
+async def create_batch(body: BatchCreateRequest, request: Request, key: KeyDep) -> BatchObject:
+    state = batch_state(request)
+    file = await asyncio.to_thread(state.store.get_file, body.input_file_id, visible_to(key))
+    if file is None:
+        raise NotFoundError(f"No such File object: {body.input_file_id}", param="input_file_id")
+    if file.purpose != "batch":
+        raise BadRequestError(
+            f"input_file_id: the file's purpose is {file.purpose!r}; upload it with purpose=batch",
+            param="input_file_id",
+        )
+    api_key_id, project = owner_of(key)
+    now = time.time()
+    row = await asyncio.to_thread(
+        state.store.create_batch,
+        id=new_batch_id(),
+        created=now,
+        api_key_id=api_key_id,
+        project=project,
+        endpoint=body.endpoint,
+        input_file_id=body.input_file_id,
+        completion_window=body.completion_window,
+        expires_at=now + window_seconds(body.completion_window),
+        user_metadata=body.metadata,
+    )
+    state.wake()
+    return BatchObject.of(row)
+
+
+@router.get("/v1/batches", response_model=BatchList)
+async def list_batches(
+    request: Request,
+    key: KeyDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> BatchList:
+    store = batch_state(request).store
+    page = await asyncio.to_thread(store.list_batches, visible_to(key), after, limit)
+    data = [BatchObject.of(row) for row in page.rows]
+    return BatchList(
+        data=data,
+        has_more=page.has_more,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+    )
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchObject)
+async def retrieve_batch(batch_id: str, request: Request, key: KeyDep) -> BatchObject:
+    store = batch_state(request).store
+    row = await asyncio.to_thread(store.get_batch, batch_id, visible_to(key))
+    if row is None:
+        raise _not_found(batch_id)
+    return BatchObject.of(row)
+
+
+@router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
+async def cancel_batch(batch_id: str, request: Request, key: KeyDep) -> BatchObject:
+    state = batch_state(request)
+    row = await asyncio.to_thread(state.store.cancel_batch, batch_id, visible_to(key))
+    if row is None:
+        raise _not_found(batch_id)
+    if row.status not in ("cancelling", "cancelled"):
+        raise ConflictError(
+            f"batch {batch_id} is {row.status}; only a validating or in-progress batch can be "
+            "cancelled",
+            code="batch_not_cancellable",
+        )
+    state.wake()
+    return BatchObject.of(row)
+
+
+def _not_found(batch_id: str) -> NotFoundError:
+    return NotFoundError(f"No such Batch object: {batch_id[:64]}", param="batch_id")
