@@ -297,6 +297,15 @@ class BatchStore:
             )
             return True
 
+    def release_batch(self, batch_id: str, worker: str) -> None:
+        """Give up the batch-level claim (e.g. validation found it cancelled meanwhile)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.owner == worker)
+                .values(owner=None, lease_until=None)
+            )
+
     def renew_batch(self, batch_id: str, worker: str, lease_s: float) -> bool:
         with self.engine.begin() as conn:
             renewed = conn.execute(
@@ -325,11 +334,15 @@ class BatchStore:
             .order_by(batch_lines.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite has one writer at a time
+            # Materialized: as a plain subquery PostgreSQL may rescan it once per row it updates,
+            # and each rescan skips the rows already updated, so every line would be claimed.
+            .cte("chosen")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         with self.engine.begin() as conn:
             rows = conn.execute(
                 update(batch_lines)
-                .where(batch_lines.c.id.in_(chosen.scalar_subquery()), claimable)
+                .where(batch_lines.c.id.in_(select(chosen.c.id)), claimable)
                 .values(
                     status="running",
                     owner=worker,
@@ -346,11 +359,19 @@ class BatchStore:
             ).all()
         return sorted((ClaimedLine(*row) for row in rows), key=lambda line: line.id)
 
-    def renew_leases(self, worker: str, lease_s: float) -> None:
+    def renew_leases(self, worker: str, line_ids: list[int], lease_s: float) -> None:
+        """Extend ``worker``'s claim on the lines it still runs (a line whose run died is left
+        to expire, and is claimed again)."""
+        if not line_ids:
+            return
         with self.engine.begin() as conn:
             conn.execute(
                 update(batch_lines)
-                .where(batch_lines.c.owner == worker, batch_lines.c.status == "running")
+                .where(
+                    batch_lines.c.id.in_(line_ids),
+                    batch_lines.c.owner == worker,
+                    batch_lines.c.status == "running",
+                )
                 .values(lease_until=time.time() + lease_s)
             )
 

@@ -37,7 +37,8 @@ FILE_TTL_S = 30 * 86400
 CENSUS_INTERVAL_S = 5.0
 """How often the batches-by-status and queue-depth gauges are counted in the database."""
 MAX_ATTEMPTS = 20
-"""A line refused this many times for capacity (429, 503) is answered with the last refusal."""
+"""A line the server refused this many times as overloaded (503) is answered with the refusal.
+A key's rate limit (429) is waited out however long it takes."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ class BatchRunner:
             )
             await self._finish(line, output, (0, 0))
             return
-        if answer.retry_after_s is not None and line.attempts < MAX_ATTEMPTS:
+        status = answer.line.response.status_code if answer.line.response else None
+        if answer.retry_after_s is not None and (status == 429 or line.attempts < MAX_ATTEMPTS):
             self.metrics.lines.labels("retried").inc()
             not_before = time.time() + answer.retry_after_s
             await asyncio.to_thread(self.store.retry_line, line, self.worker, not_before)
@@ -204,7 +206,9 @@ class BatchRunner:
         while True:
             await asyncio.sleep(self.limits.lease_s / 3)
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.store.renew_leases, self.worker, self.limits.lease_s)
+                await asyncio.to_thread(
+                    self.store.renew_leases, self.worker, list(self._tasks), self.limits.lease_s
+                )
                 for batch_id in list(self._held):
                     await asyncio.to_thread(
                         self.store.renew_batch, batch_id, self.worker, self.limits.lease_s
@@ -226,6 +230,7 @@ class BatchRunner:
                 await asyncio.to_thread(self._close, batch, final[work.action])
         finally:
             self._held.discard(batch.id)
+            await asyncio.to_thread(self.store.release_batch, batch.id, self.worker)
 
     def _validate(self, batch: Row) -> None:
         if batch.expires_at <= time.time():

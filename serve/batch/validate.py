@@ -80,6 +80,8 @@ def _check_line(
         )
     if len(custom_id) > MAX_CUSTOM_ID_CHARS:
         return "invalid_value", f"custom_id: at most {MAX_CUSTOM_ID_CHARS} characters", "custom_id"
+    if "\x00" in custom_id or not _encodable(custom_id):
+        return "invalid_value", "custom_id: must be text without NUL characters", "custom_id"
     if custom_id in seen:
         return "duplicate_custom_id", f"custom_id {custom_id!r} appears twice", "custom_id"
     if request.get("method") != "POST":
@@ -94,8 +96,16 @@ def _check_line(
     if body.get("stream") not in (None, False):
         return "invalid_value", "body.stream: a batch line cannot be streamed", "body.stream"
     seen.add(custom_id)
-    parsed.lines.append((custom_id, url, json.dumps(body, ensure_ascii=False)))
+    parsed.lines.append((custom_id, url, json.dumps(body)))  # ASCII: lone surrogates escaped
     return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in the JSON)
+        return False
+    return True
 
 
 def _file_error(message: str) -> dict:

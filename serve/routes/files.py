@@ -70,7 +70,7 @@ async def create_file(
         id=file_id,
         created=now,
         bytes=size,
-        filename=(file.filename or "upload.jsonl")[:256],
+        filename=_display_name(file.filename),
         purpose=purpose,
         expires_at=now + BATCH_FILE_TTL_S,
         api_key_id=api_key_id,
@@ -128,6 +128,13 @@ async def _file(request: Request, key: ApiKey | None, file_id: str):
     if row is None:
         raise _not_found(file_id)
     return row
+
+
+def _display_name(filename: str | None) -> str:
+    """The client's file name, for display only (never a path): its last part, printable."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).encode(errors="ignore").decode()
+    return name[:256] or "upload.jsonl"
 
 
 def _not_found(file_id: str) -> NotFoundError:
