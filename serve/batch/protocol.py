@@ -11,6 +11,8 @@ from sqlalchemy.engine import Row
 from llmloop.feedback.schema import BATCH_EVENTS
 from llmloop.serve.protocol_base import OpenAIModel
 
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+"""What our file and batch ids are made of; anything else cannot name one."""
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 MAX_METADATA_PAIRS = 16
 _WINDOW = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
@@ -71,7 +73,7 @@ class FileDeleted(OpenAIModel):
 
 
 class BatchCreateRequest(OpenAIModel):
-    input_file_id: str = Field(max_length=64)
+    input_file_id: str = Field(max_length=64, pattern=ID_PATTERN)
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: str = Field(
         max_length=8,

@@ -2,13 +2,17 @@
 whose objects a key may see."""
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 
 from llmloop.feedback.batches import BatchStore
 from llmloop.feedback.files import FileBlobs
 from llmloop.serve.auth.keys import ApiKey
+from llmloop.serve.batch.protocol import ID_PATTERN
 from llmloop.serve.batch.runner import BatchRunner
+
+IdPath = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
 
 
 @dataclass

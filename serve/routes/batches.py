@@ -17,7 +17,7 @@ from llmloop.serve.batch.protocol import (
     new_batch_id,
     window_seconds,
 )
-from llmloop.serve.batch.state import batch_state, owner_of, visible_to
+from llmloop.serve.batch.state import ID_PATTERN, IdPath, batch_state, owner_of, visible_to
 from llmloop.serve.errors import BadRequestError, ConflictError, NotFoundError
 
 router = APIRouter()  # scope: infer (its own batches), admin (every batch)
@@ -57,7 +57,7 @@ async def create_batch(body: BatchCreateRequest, request: Request, key: KeyDep) 
 async def list_batches(
     request: Request,
     key: KeyDep,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BatchList:
     store = batch_state(request).store
@@ -72,7 +72,7 @@ async def list_batches(
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject)
-async def retrieve_batch(batch_id: str, request: Request, key: KeyDep) -> BatchObject:
+async def retrieve_batch(batch_id: IdPath, request: Request, key: KeyDep) -> BatchObject:
     store = batch_state(request).store
     row = await asyncio.to_thread(store.get_batch, batch_id, visible_to(key))
     if row is None:
@@ -81,7 +81,7 @@ async def retrieve_batch(batch_id: str, request: Request, key: KeyDep) -> BatchO
 
 
 @router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
-async def cancel_batch(batch_id: str, request: Request, key: KeyDep) -> BatchObject:
+async def cancel_batch(batch_id: IdPath, request: Request, key: KeyDep) -> BatchObject:
     state = batch_state(request)
     row = await asyncio.to_thread(state.store.cancel_batch, batch_id, visible_to(key))
     if row is None:

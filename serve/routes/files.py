@@ -16,7 +16,7 @@ from llmloop.feedback.files import FileTooLargeError
 from llmloop.serve.auth.deps import require_infer
 from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.batch.protocol import FileDeleted, FileList, FileObject, new_file_id
-from llmloop.serve.batch.state import batch_state, owner_of, visible_to
+from llmloop.serve.batch.state import ID_PATTERN, IdPath, batch_state, owner_of, visible_to
 from llmloop.serve.errors import BadRequestError, NotFoundError, RequestTooLargeError
 
 router = APIRouter()  # scope: infer (its own files), admin (every file)
@@ -84,7 +84,7 @@ async def list_files(
     request: Request,
     key: KeyDep,
     purpose: Annotated[str | None, Query(max_length=32)] = None,
-    after: Annotated[str | None, Query(max_length=64)] = None,
+    after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
 ) -> FileList:
@@ -100,12 +100,12 @@ async def list_files(
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject)
-async def retrieve_file(file_id: str, request: Request, key: KeyDep) -> FileObject:
+async def retrieve_file(file_id: IdPath, request: Request, key: KeyDep) -> FileObject:
     return FileObject.of(await _file(request, key, file_id))
 
 
 @router.get("/v1/files/{file_id}/content")
-async def file_content(file_id: str, request: Request, key: KeyDep) -> FileResponse:
+async def file_content(file_id: IdPath, request: Request, key: KeyDep) -> FileResponse:
     row = await _file(request, key, file_id)
     path = batch_state(request).blobs.path(row.id)
     if not path.is_file():
@@ -114,7 +114,7 @@ async def file_content(file_id: str, request: Request, key: KeyDep) -> FileRespo
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, request: Request, key: KeyDep) -> FileDeleted:
+async def delete_file(file_id: IdPath, request: Request, key: KeyDep) -> FileDeleted:
     state = batch_state(request)
     if not await asyncio.to_thread(state.store.delete_file, file_id, visible_to(key)):
         raise _not_found(file_id)
