@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.finetune.cli",
         "Fine-tune (sft|dpo|kto) with LoRA/QLoRA; merge or quantize.",
     ),
+    "batch": (
+        "llmloop.serve.batch.cli",
+        "Run a batch file offline, or submit and track one on a server.",
+    ),
     "keys": ("llmloop.serve.auth.cli", "Create, list and revoke scoped API keys."),
     "models": ("llmloop.models_cli", "List base models and adapters in the registry."),
     "rag": ("llmloop.rag.cli", "Index documents and query them (dense + BM25)."),

@@ -75,11 +75,13 @@ def create_app(
     guardrails: Guardrails | None = None,
     retrieval: Retrieval | None = None,
     keyring: KeyRing | None = None,
+    batch_worker: bool = True,
 ) -> FastAPI:
     """``guardrails``, ``retrieval`` and ``keyring`` replace the ones built from ``config`` (tests
     pass fakes; the caller closes what it passed). By default the safety layer loads in the
     lifespan when ``config.safety`` is on, retrieval opens ``config.rag_index`` on first use, and
-    the keyring holds ``--api-key`` and the log database's keys."""
+    the keyring holds ``--api-key`` and the log database's keys. ``batch_worker=False``: the app
+    does not run the database's batches (``llmloop batch run`` sends it its own lines)."""
     # The docs routes are our own (serve/routes/docs.py): behind a key unless --public-docs.
     app = FastAPI(
         title="llmloop",
@@ -107,6 +109,7 @@ def create_app(
     app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
     app.state.rate_limiter = RateLimiter()
     app.state.sessions = SessionStore()
+    app.state.runs_batches = batch_worker
     app.state.batches = BatchState(
         BatchStore(create_db_engine(db_url)),
         FileBlobs(),
@@ -192,7 +195,8 @@ async def _start_engine(app: FastAPI) -> None:
     app.state.admission = Admission(config.max_queue_time_s, engine.max_num_seqs)
     app.state.engine = engine
     logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
-    _start_batch_worker(app, engine.max_num_seqs)
+    if app.state.runs_batches:
+        _start_batch_worker(app, engine.max_num_seqs)
 
 
 async def _migrate_batches(app: FastAPI) -> None:
