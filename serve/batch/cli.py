@@ -25,7 +25,6 @@ from llmloop.errors import LLMLoopError
 from llmloop.models import DEFAULT_MODEL, resolve_model
 from llmloop.serve.batch.dispatch import Dispatcher, LineOwner
 from llmloop.serve.batch.protocol import BATCH_ENDPOINTS, MAX_METADATA_PAIRS, BatchOutputLine
-from llmloop.serve.batch.runner import MAX_ATTEMPTS
 from llmloop.serve.batch.validate import MAX_LINES, parse_input
 from llmloop.serve.config import ConfigError, EngineConfig, ServerConfig
 
@@ -459,14 +458,13 @@ async def _check_health(engine) -> None:
 
 
 async def _answer(dispatcher: Dispatcher, custom_id: str, url: str, body: str) -> BatchOutputLine:
-    """The line's answer; a refusal for capacity (429, 503) is retried after the delay it asks
-    for, up to the server's own bound on attempts."""
-    for _ in range(MAX_ATTEMPTS - 1):
+    """The line's answer; a refusal for capacity (503) is retried after the delay it asks for,
+    as the server's batch worker retries it, for as long as it takes."""
+    while True:
         answer = await dispatcher.dispatch(OFFLINE, custom_id, url, body)
         if answer.retry_after_s is None:
             return answer.line
         await asyncio.sleep(answer.retry_after_s)
-    return (await dispatcher.dispatch(OFFLINE, custom_id, url, body)).line
 
 
 def answered_ids(output: Path) -> set[str]:

@@ -145,6 +145,20 @@ def test_run_resumes_after_a_partial_output(tmp_path, run_batch, fake_engine):
     assert len(read_jsonl(output)) == 8 and len(fake_engine.requests) == 5
 
 
+def test_run_retries_a_line_refused_for_capacity_instead_of_writing_it(
+    tmp_path, run_batch, fake_engine
+):
+    fake_engine.max_running, fake_engine.token_delay_s = 1, 0.02  # the others get 503 + Retry-After
+    write_jsonl(input_path := tmp_path / "in.jsonl", [chat_line(f"q{i}", "hi") for i in range(3)])
+    output = tmp_path / "out.jsonl"
+
+    assert run_batch(input_path, output, "--concurrency", "3") == 0
+
+    answers = read_jsonl(output)
+    assert sorted(a["custom_id"] for a in answers) == ["q0", "q1", "q2"]
+    assert all(a["response"]["status_code"] == 200 for a in answers)
+
+
 def test_run_refuses_a_malformed_file_naming_its_lines(tmp_path, run_batch, fake_engine, capsys):
     good = json.dumps(chat_line("a", "hi"))
     no_id = json.dumps(chat_line("", "hi"))
