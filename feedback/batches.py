@@ -85,14 +85,31 @@ class BatchStore:
             )
             return deleted.rowcount == 1
 
+    def delete_expired_files(self, now: float) -> list[str]:
+        """Delete the rows of files past their ``expires_at``; their ids (for their bytes)."""
+        with self.engine.begin() as conn:
+            expired = (
+                conn.execute(select(files.c.id).where(files.c.expires_at < now).limit(1000))
+                .scalars()
+                .all()
+            )
+            if expired:
+                conn.execute(files.delete().where(files.c.id.in_(expired)))
+            return list(expired)
+
+    def count_active_batches(self, api_key_id: str | None) -> int:
+        """Batches of this key not finished yet."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(func.count())
+                .select_from(batches)
+                .where(_key_is(batches, api_key_id), batches.c.status.not_in(FINAL_STATUSES))
+            ).scalar_one()
+
     def stored_bytes(self, api_key_id: str | None) -> int:
         with self.engine.connect() as conn:
             total = conn.execute(
-                select(func.coalesce(func.sum(files.c.bytes), 0)).where(
-                    files.c.api_key_id.is_(None)
-                    if api_key_id is None
-                    else files.c.api_key_id == api_key_id
-                )
+                select(func.coalesce(func.sum(files.c.bytes), 0)).where(_key_is(files, api_key_id))
             ).scalar_one()
             return int(total)
 
@@ -156,10 +173,14 @@ class BatchStore:
 
     # -- batch-level work --------------------------------------------------------------------
 
-    def claim_batch(self, worker: str, lease_s: float) -> BatchWork | None:
-        """One batch that needs validating, finalizing or closing, leased to ``worker``."""
+    def claim_batch(self, worker: str, lease_s: float, exclude: list[str] = ()) -> BatchWork | None:
+        """One batch that needs validating, finalizing or closing, leased to ``worker``;
+        never one of ``exclude`` (batches whose last job failed here)."""
         now = time.time()
-        free = or_(batches.c.lease_until.is_(None), batches.c.lease_until < now)
+        free = and_(
+            or_(batches.c.lease_until.is_(None), batches.c.lease_until < now),
+            batches.c.id.not_in(exclude),
+        )
         unanswered = exists().where(
             batch_lines.c.batch_id == batches.c.id, batch_lines.c.status != "done"
         )
@@ -318,11 +339,38 @@ class BatchStore:
     # -- lines -------------------------------------------------------------------------------
 
     def claim_lines(self, worker: str, limit: int, lease_s: float) -> list[ClaimedLine]:
-        """Up to ``limit`` lines of running batches, oldest batch first, leased to ``worker``:
-        pending ones due now, and running ones whose server stopped renewing their lease."""
+        """Up to ``limit`` lines of running batches, leased to ``worker``: pending ones due
+        now, and running ones whose server stopped renewing their lease. Shared out between the
+        running batches (oldest first when they cannot all have one), so a batch of 50,000
+        lines does not hold up every batch queued after it."""
+        with self.engine.connect() as conn:
+            running = (
+                conn.execute(
+                    select(batches.c.id)
+                    .where(batches.c.status == "in_progress")
+                    .order_by(batches.c.created)
+                )
+                .scalars()
+                .all()
+            )
+        claimed: list[ClaimedLine] = []
+        share = max(1, limit // max(1, len(running)))
+        for batch_id in running:
+            if len(claimed) >= limit:
+                break
+            claimed += self._claim(worker, batch_id, min(share, limit - len(claimed)), lease_s)
+        if len(claimed) < limit and len(running) > 1:  # what the others left, oldest first
+            claimed += self._claim(worker, None, limit - len(claimed), lease_s)
+        return claimed
+
+    def _claim(
+        self, worker: str, batch_id: str | None, limit: int, lease_s: float
+    ) -> list[ClaimedLine]:
         now = time.time()
         claimable = and_(
-            batch_lines.c.batch_id.in_(_running()),
+            batch_lines.c.batch_id.in_(_running())
+            if batch_id is None
+            else batch_lines.c.batch_id == batch_id,
             or_(
                 and_(batch_lines.c.status == "pending", batch_lines.c.not_before <= now),
                 and_(batch_lines.c.status == "running", batch_lines.c.lease_until < now),
@@ -483,6 +531,10 @@ class BatchStore:
 
 def _owned(table, visible_to: str | None) -> tuple:
     return () if visible_to is None else (table.c.api_key_id == visible_to,)
+
+
+def _key_is(table, api_key_id: str | None):
+    return table.c.api_key_id.is_(None) if api_key_id is None else table.c.api_key_id == api_key_id
 
 
 def _running():

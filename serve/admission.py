@@ -55,8 +55,10 @@ class Admission:
         return self._num_submitted - self._num_finished
 
     def estimated_wait_s(self, num_seqs: int) -> float:
-        """How long ``num_seqs`` new sequences would wait for the last of them to start."""
-        num_ahead = self.num_in_flight + num_seqs - self.max_num_seqs
+        """How long ``num_seqs`` new interactive sequences would wait for the last of them to
+        start. Batch lines are not ahead of them: vLLM's priority scheduling starts interactive
+        requests first, and the batch worker keeps few lines in flight while they run."""
+        num_ahead = self.num_interactive + num_seqs - self.max_num_seqs
         if num_ahead <= 0 or self.finish_interval_s is None:
             return 0.0
         return num_ahead * self.finish_interval_s

@@ -134,9 +134,11 @@ async def _admitted(
         if waiting:
             deadline.reschedule(None)
 
+    # A batch line has no deadline: it waits behind interactive requests for as long as it takes.
+    timeout_s = admission.max_queue_time_s if priority == 0 else None
     try:
         try:
-            async with asyncio.timeout(admission.max_queue_time_s) as deadline:
+            async with asyncio.timeout(timeout_s) as deadline:
                 started.add_done_callback(stop_the_clock)
                 first = await anext(outputs, None)  # cancelled at the deadline: aborts it
         except TimeoutError:

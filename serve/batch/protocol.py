@@ -30,7 +30,7 @@ def new_batch_id() -> str:
 
 def window_seconds(window: str) -> int:
     """``"24h"`` → 86400."""
-    match = _WINDOW.match(window)
+    match = _WINDOW.fullmatch(window)
     assert match, window
     return int(match.group(1)) * _UNIT_S[match.group(2)]
 
@@ -85,7 +85,7 @@ class BatchCreateRequest(OpenAIModel):
     @field_validator("completion_window")
     @classmethod
     def _window(cls, window: str) -> str:
-        match = _WINDOW.match(window)
+        match = _WINDOW.fullmatch(window)
         if not match or window_seconds(window) > MAX_WINDOW_S:
             raise ValueError('must be like "24h" (N followed by s, m, h or d), at most 7d')
         return window
@@ -121,10 +121,20 @@ class BatchRequestCounts(BaseModel):
     failed: int
 
 
+class InputTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class OutputTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class BatchUsage(BaseModel):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+    input_tokens_details: InputTokensDetails = Field(default_factory=InputTokensDetails)
+    output_tokens_details: OutputTokensDetails = Field(default_factory=OutputTokensDetails)
 
 
 class BatchObject(OpenAIModel):

@@ -36,9 +36,8 @@ FILE_TTL_S = 30 * 86400
 """Output and error files expire 30 days after the batch ends, as OpenAI's batch files do."""
 CENSUS_INTERVAL_S = 5.0
 """How often the batches-by-status and queue-depth gauges are counted in the database."""
-MAX_ATTEMPTS = 20
-"""A line the server refused this many times as overloaded (503) is answered with the refusal.
-A key's rate limit (429) is waited out however long it takes."""
+BACKOFF_S = 30.0
+"""How long a batch whose validation or finalization failed waits before it is tried again."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,8 @@ class BatchRunner:
         self._held: set[str] = set()  # batches this worker validates or finalizes
         self._wake = asyncio.Event()
         self._next_census = 0.0
+        self._batch_job: asyncio.Task | None = None
+        self._backoff: dict[str, float] = {}  # batch id -> monotonic time its jobs may resume
 
     def wake(self) -> None:
         """Look for work now (a batch was created or cancelled here)."""
@@ -97,19 +98,35 @@ class BatchRunner:
                 self._wake.clear()
         finally:
             heartbeat.cancel()
+            if self._batch_job is not None:
+                self._batch_job.cancel()
             await self._stop_all()
 
     async def _step(self) -> None:
-        while work := await asyncio.to_thread(
-            self.store.claim_batch, self.worker, self.limits.lease_s
-        ):
-            await self._batch_work(work)
+        if self._batch_job is None or self._batch_job.done():
+            self._batch_job = asyncio.create_task(self._batch_jobs())
         await self._abort_stopped()
         await self._fill()
         self.metrics.lines_running.set(len(self._tasks))
         if time.monotonic() >= self._next_census:
             self._next_census = time.monotonic() + CENSUS_INTERVAL_S
             self.metrics.observe(*await asyncio.to_thread(self._census))
+            await asyncio.to_thread(self._delete_expired_files)
+
+    async def _batch_jobs(self) -> None:
+        """Validate, finalize and close batches, one at a time, beside the lines (a long
+        validation never holds up running batches). A batch whose job fails is left alone for
+        ``BACKOFF_S`` so that it cannot hold up the others either."""
+        now = time.monotonic()
+        self._backoff = {b: until for b, until in self._backoff.items() if until > now}
+        while work := await asyncio.to_thread(
+            self.store.claim_batch, self.worker, self.limits.lease_s, sorted(self._backoff)
+        ):
+            try:
+                await self._batch_work(work)
+            except Exception:
+                logger.exception("batch %s: %s failed; retrying later", work.batch.id, work.action)
+                self._backoff[work.batch.id] = time.monotonic() + BACKOFF_S
 
     # -- lines -------------------------------------------------------------------------------
 
@@ -126,6 +143,8 @@ class BatchRunner:
             self.store.claim_lines, self.worker, free, self.limits.lease_s
         )
         for line in lines:
+            if line.id in self._tasks:  # claimed again after a renewal failed: it still runs
+                continue
             if line.batch_id not in self._batches:
                 batch = await asyncio.to_thread(self.store.get_batch, line.batch_id)
                 if batch is None:
@@ -156,8 +175,7 @@ class BatchRunner:
             )
             await self._finish(line, output, (0, 0))
             return
-        status = answer.line.response.status_code if answer.line.response else None
-        if answer.retry_after_s is not None and (status == 429 or line.attempts < MAX_ATTEMPTS):
+        if answer.retry_after_s is not None:  # rate limit or capacity: until the batch expires
             self.metrics.lines.labels("retried").inc()
             not_before = time.time() + answer.retry_after_s
             await asyncio.to_thread(self.store.retry_line, line, self.worker, not_before)
@@ -217,6 +235,11 @@ class BatchRunner:
     def _census(self) -> tuple[dict[str, int], int]:
         return self.store.count_by_status(), self.store.queue_depth()
 
+    def _delete_expired_files(self) -> None:
+        """Files past their ``expires_at`` (30 days, as OpenAI's batch files) are deleted."""
+        for file_id in self.store.delete_expired_files(time.time()):
+            self.blobs.delete(file_id)
+
     # -- batches -----------------------------------------------------------------------------
 
     async def _batch_work(self, work: BatchWork) -> None:
@@ -234,9 +257,8 @@ class BatchRunner:
 
     def _validate(self, batch: Row) -> None:
         if batch.expires_at <= time.time():
-            self.store.fail_batch(
-                batch.id, self.worker, [_error("batch_expired", "expired before it was validated")]
-            )
+            errors = [_error("batch_expired", "the completion window ended before validation")]
+            self.store.fail_batch(batch.id, self.worker, errors)
             return
         try:
             data = self.blobs.read(batch.input_file_id)

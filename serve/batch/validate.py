@@ -15,6 +15,8 @@ from llmloop.serve.batch.protocol import BATCH_ENDPOINTS
 
 MAX_LINES = 50_000
 """Requests per batch, as OpenAI."""
+MAX_PHYSICAL_LINES = 2 * MAX_LINES
+"""Lines of any kind, blank ones included: the most a file may have."""
 MAX_CUSTOM_ID_CHARS = 512
 MAX_REPORTED_ERRORS = 100
 
@@ -36,8 +38,10 @@ def parse_input(data: bytes, endpoint: str | None, max_line_bytes: int) -> Parse
     (``llmloop batch run``, like ``vllm run-batch``)."""
     parsed = ParsedInput()
     seen: set[str] = set()
-    number = 0
     for number, raw in _lines(data):
+        if number > MAX_PHYSICAL_LINES:
+            parsed.errors.append(_file_error(f"a file has at most {MAX_PHYSICAL_LINES} lines"))
+            break
         if len(parsed.errors) >= MAX_REPORTED_ERRORS:
             break
         error = _check_line(raw, endpoint, max_line_bytes, seen, parsed)
@@ -53,10 +57,20 @@ def parse_input(data: bytes, endpoint: str | None, max_line_bytes: int) -> Parse
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """(1-based number, content) of each non-blank line."""
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+    """(1-based number, content) of each non-blank line, one at a time (a file of empty lines
+    costs no list of them)."""
+    start, number = 0, 0
+    while start <= len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end == -1 else end
+        number += 1
+        if number > MAX_PHYSICAL_LINES:
+            yield number, b""
+            return
+        raw = data[start:end]
         if raw.strip():
             yield number, raw
+        start = end + 1
 
 
 def _check_line(
@@ -69,6 +83,8 @@ def _check_line(
         request = json.loads(raw)
     except (UnicodeDecodeError, ValueError):
         return "invalid_json_line", "the line is not valid JSON (one JSON object per line)", None
+    except RecursionError:
+        return "invalid_json_line", "the line's JSON is nested too deeply", None
     if not isinstance(request, dict):
         return "invalid_json_line", "the line is not a JSON object", None
     custom_id = request.get("custom_id")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from llmloop.serve.auth.deps import require_infer
+from llmloop.serve.auth.deps import limit_infer, require_infer
 from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.batch.protocol import (
     BatchCreateRequest,
@@ -18,13 +18,16 @@ from llmloop.serve.batch.protocol import (
     window_seconds,
 )
 from llmloop.serve.batch.state import ID_PATTERN, IdPath, batch_state, owner_of, visible_to
-from llmloop.serve.errors import BadRequestError, ConflictError, NotFoundError
+from llmloop.serve.errors import BadRequestError, ConflictError, NotFoundError, RateLimitError
 
-router = APIRouter()  # scope: infer (its own batches), admin (every batch)
+# scope: infer (its own batches), admin (every batch); creating one counts against rate limits
+router = APIRouter()
+MAX_ACTIVE_BATCHES_PER_KEY = 100
+"""Batches one key may have unfinished at once (each holds up to 50,000 lines)."""
 KeyDep = Annotated[ApiKey | None, Depends(require_infer)]
 
 
-@router.post("/v1/batches", response_model=BatchObject)
+@router.post("/v1/batches", response_model=BatchObject, dependencies=[Depends(limit_infer)])
 async def create_batch(body: BatchCreateRequest, request: Request, key: KeyDep) -> BatchObject:
     state = batch_state(request)
     file = await asyncio.to_thread(state.store.get_file, body.input_file_id, visible_to(key))
@@ -36,6 +39,20 @@ async def create_batch(body: BatchCreateRequest, request: Request, key: KeyDep) 
             param="input_file_id",
         )
     api_key_id, project = owner_of(key)
+    active = await asyncio.to_thread(state.store.count_active_batches, api_key_id)
+    if active >= MAX_ACTIVE_BATCHES_PER_KEY:
+        raise RateLimitError(
+            f"this key has {active} unfinished batches, the most it may have; wait for some to "
+            "finish or cancel them",
+            code="batch_limit_exceeded",
+            headers={"retry-after": "60"},
+        )
+    if await asyncio.to_thread(state.store.stored_bytes, api_key_id) >= state.max_stored_bytes:
+        raise BadRequestError(
+            "this key's files fill its storage (--max-stored-bytes-per-key), leaving no room "
+            "for the batch's output; delete some files first",
+            code="storage_limit_exceeded",
+        )
     now = time.time()
     row = await asyncio.to_thread(
         state.store.create_batch,

@@ -13,13 +13,14 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from llmloop.feedback.files import FileTooLargeError
-from llmloop.serve.auth.deps import require_infer
+from llmloop.serve.auth.deps import limit_infer, require_infer
 from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.batch.protocol import FileDeleted, FileList, FileObject, new_file_id
 from llmloop.serve.batch.state import ID_PATTERN, IdPath, batch_state, owner_of, visible_to
 from llmloop.serve.errors import BadRequestError, NotFoundError, RequestTooLargeError
 
-router = APIRouter()  # scope: infer (its own files), admin (every file)
+# scope: infer (its own files), admin (every file); uploads count against the key's rate limits
+router = APIRouter()
 KeyDep = Annotated[ApiKey | None, Depends(require_infer)]
 UPLOAD_PURPOSES = ("batch",)
 BATCH_FILE_TTL_S = 30 * 86400
@@ -27,7 +28,7 @@ BATCH_FILE_TTL_S = 30 * 86400
 READ_CHUNK = 1 << 20
 
 
-@router.post("/v1/files", response_model=FileObject)
+@router.post("/v1/files", response_model=FileObject, dependencies=[Depends(limit_infer)])
 async def create_file(
     request: Request,
     key: KeyDep,
@@ -45,10 +46,7 @@ async def create_file(
     stored = await asyncio.to_thread(state.store.stored_bytes, api_key_id)
     room = state.max_stored_bytes - stored
     if room <= 0:
-        raise BadRequestError(
-            f"this key stores {stored} bytes of files, its limit; delete some first",
-            code="storage_limit_exceeded",
-        )
+        raise _storage_full(stored)
     limit = min(state.max_file_bytes, room)
     file_id = new_file_id()
     chunks = iter(lambda: file.file.read(READ_CHUNK), b"")
@@ -76,6 +74,13 @@ async def create_file(
         api_key_id=api_key_id,
         project=project,
     )
+    # Uploads at once each saw room before writing: the one that overshot takes itself back.
+    if (
+        stored := await asyncio.to_thread(state.store.stored_bytes, api_key_id)
+    ) > state.max_stored_bytes:
+        await asyncio.to_thread(state.store.delete_file, file_id, None)
+        await asyncio.to_thread(state.blobs.delete, file_id)
+        raise _storage_full(stored - size)
     return FileObject.of(row)
 
 
@@ -83,7 +88,7 @@ async def create_file(
 async def list_files(
     request: Request,
     key: KeyDep,
-    purpose: Annotated[str | None, Query(max_length=32)] = None,
+    purpose: Literal["batch", "batch_output"] | None = None,
     after: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
@@ -128,6 +133,14 @@ async def _file(request: Request, key: ApiKey | None, file_id: str):
     if row is None:
         raise _not_found(file_id)
     return row
+
+
+def _storage_full(stored: int) -> BadRequestError:
+    return BadRequestError(
+        f"this key stores {stored} bytes of files (uploads and batch outputs), its limit is "
+        "--max-stored-bytes-per-key; delete some first",
+        code="storage_limit_exceeded",
+    )
 
 
 def _display_name(filename: str | None) -> str:

@@ -77,6 +77,23 @@ def finish(store: BatchStore, line, worker: str, ok: bool = True, usage=(0, 0)) 
 # -- lines ----------------------------------------------------------------------------------------
 
 
+def test_lines_are_shared_out_between_running_batches(store):
+    big = make_batch(store, 50, created=time.time() - 10)
+    small = make_batch(store, 3)
+    claimed = store.claim_lines("w", 4, FAR)
+    assert sorted(line.batch_id for line in claimed) == sorted([big, big, small, small])
+    # what one batch cannot use goes to the others, oldest first
+    claimed = store.claim_lines("w", 4, FAR)
+    assert sorted(line.batch_id for line in claimed) == sorted([big, big, big, small])
+
+
+def test_a_batch_excluded_after_a_failed_job_is_not_claimed(store):
+    first = make_batch(store, created=time.time() - 10)
+    second = make_batch(store)
+    work = store.claim_batch("w", FAR, exclude=[first])
+    assert work is not None and work.batch.id == second
+
+
 def test_claimed_lines_are_leased_to_one_worker_and_answered_once(store):
     batch_id = make_batch(store, 10)
     first = store.claim_lines("a", 4, FAR)

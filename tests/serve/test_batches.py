@@ -419,23 +419,19 @@ def test_files_and_batches_belong_to_their_key(isolated_home, make_client, keys)
 
 def test_batch_lines_charge_the_batch_rate_limit_pool(isolated_home, make_client, keys):
     db_url, make_key = keys
-    key_id, key = make_key("limited", "infer", limits=KeyLimits(rpm=10))
+    key_id, key = make_key("limited", "infer", limits=KeyLimits(rpm=12))
     client = make_client(db_url=db_url)
 
+    # the upload and the batch's creation are two requests of the key's interactive pool
     batch = start_batch(client, [line(f"b{i}", chat_body("x")) for i in range(8)], key)
     batch = wait_for(client, batch["id"], headers=key)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 8, "completed": 8, "failed": 0}
-    # the batch took 8 of the batch pool; the interactive pool still has all 10
+    # its 8 lines took 8 of the batch pool; the interactive pool still has the other 10
     statuses = [client.post(CHAT, json=chat_body("x"), headers=key).status_code for _ in range(11)]
     assert statuses == [200] * 10 + [429]
-    # and the exhausted interactive pool does not stop a batch
-    batch = start_batch(client, [line(f"c{i}", chat_body("x")) for i in range(2)], key)
-    batch = wait_for(client, batch["id"], headers=key)
-    assert batch["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
-    assert client.post(CHAT, json=chat_body("x"), headers=key).status_code == 429
     limiter = client.app.state.rate_limiter
-    assert limiter._usage[key_id, "batch"].requests.level < 4  # 10 taken, slow refill
+    assert limiter._usage[key_id, "batch"].requests.level < 5  # 8 taken, slow refill
 
 
 # -- limits ---------------------------------------------------------------------------------------
@@ -548,3 +544,58 @@ def test_a_batch_survives_the_server_restarting(isolated_home, make_client, tmp_
     results = answers(second, batch)
     assert sorted(results) == sorted(f"r{i}" for i in range(8))
     assert all(r["response"]["status_code"] == 200 for r in results.values())
+
+
+# -- a hostile input never holds up the others ------------------------------------------------------
+
+
+def test_a_deeply_nested_line_fails_its_batch_and_others_still_run(isolated_home, make_client):
+    client = make_client()
+    poison = start_batch(client, [b"[" * 5000, line("ok", chat_body("x"))])
+    innocent = start_batch(client, [line("a", chat_body("x"))])
+    poison = wait_for(client, poison["id"])
+    assert poison["status"] == "failed"
+    assert poison["errors"]["data"][0]["line"] == 1
+    assert wait_for(client, innocent["id"])["status"] == "completed"
+
+
+def test_a_file_of_blank_lines_is_refused_without_reading_them_all(isolated_home, make_client):
+    client = make_client()
+    batch = wait_for(client, start_batch(client, [b"\n" * 300_000])["id"])
+    assert batch["status"] == "failed"
+    assert "at most" in batch["errors"]["data"][0]["message"]
+
+
+def test_unfinished_batches_per_key_are_bounded(isolated_home, make_client, monkeypatch):
+    from llmloop.serve.routes import batches
+
+    monkeypatch.setattr(batches, "MAX_ACTIVE_BATCHES_PER_KEY", 2)
+    client = make_client(engine=FakeEngine(token_delay_s=0.5))
+    file_id = upload(client, jsonl([line("a", chat_body("x"))])).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h"}
+    created = [client.post("/v1/batches", json=body) for _ in range(3)]
+    assert [r.status_code for r in created] == [200, 200, 429]
+    assert created[2].json()["error"]["code"] == "batch_limit_exceeded"
+
+
+def test_objects_validate_as_the_openai_sdk_types(isolated_home, make_client):
+    client = make_client()
+    batch = wait_for(client, start_batch(client, [line("a", chat_body("x"))])["id"])
+    openai.types.Batch.model_validate(batch, strict=False)
+    assert batch["usage"]["input_tokens_details"] == {"cached_tokens": 0}
+    for file in client.get("/v1/files").json()["data"]:
+        openai.types.FileObject.model_validate(file)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/files?purpose=%00", "/v1/files?after=a%00", "/v1/batches/batch_%00"]
+)
+def test_a_nul_byte_in_a_query_or_path_is_a_400(isolated_home, make_client, path):
+    assert make_client().get(path).status_code == 400
+
+
+def test_a_window_with_a_trailing_newline_is_refused(isolated_home, make_client):
+    client = make_client()
+    file_id = upload(client, jsonl([line("a", chat_body("x"))])).json()["id"]
+    body = {"input_file_id": file_id, "endpoint": CHAT, "completion_window": "24h\n"}
+    assert client.post("/v1/batches", json=body).status_code == 400
