@@ -48,6 +48,7 @@ class Admission:
         self._tie = itertools.count()
         self.num_interactive = 0
         """Sequences of interactive requests (priority 0) in flight; the rest are batch lines."""
+        self._last_interactive = -math.inf
 
     @property
     def num_in_flight(self) -> int:
@@ -62,6 +63,10 @@ class Admission:
         if num_ahead <= 0 or self.finish_interval_s is None:
             return 0.0
         return num_ahead * self.finish_interval_s
+
+    def interactive_idle_s(self) -> float:
+        """Seconds since an interactive request was last in flight (0 while one is)."""
+        return 0.0 if self.num_interactive else self._clock() - self._last_interactive
 
     def check(self, num_seqs: int) -> None:
         """Refuse (503 + Retry-After) a request that could not start within the bound."""
@@ -78,6 +83,7 @@ class Admission:
         """Count ``num_seqs`` sequences submitted to the engine; the ticket for ``until_started``."""
         if priority == 0:
             self.num_interactive += num_seqs
+            self._last_interactive = self._clock()
         if self.num_in_flight < self.max_num_seqs <= self.num_in_flight + num_seqs:
             self._last_mark = self._clock()  # the engine becomes full: intervals count from now
         self._num_submitted += num_seqs
@@ -85,9 +91,10 @@ class Admission:
 
     def leave(self, num_seqs: int, priority: int = 0) -> None:
         """Count ``num_seqs`` sequences finished (or aborted): the next ones in line start."""
+        now = self._clock()
         if priority == 0:
             self.num_interactive -= num_seqs
-        now = self._clock()
+            self._last_interactive = now
         if self.num_in_flight >= self.max_num_seqs:
             interval = (now - self._last_mark) / num_seqs
             previous = self.finish_interval_s

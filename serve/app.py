@@ -209,7 +209,7 @@ async def _migrate_batches(app: FastAPI) -> None:
 
 def _start_batch_worker(app: FastAPI, max_num_seqs: int) -> None:
     config: ServerConfig = app.state.config
-    concurrency = config.batch_concurrency or max_num_seqs
+    concurrency = config.batch_concurrency or max(1, max_num_seqs - max_num_seqs // 4)
     limits = BatchLimits(
         concurrency=concurrency,
         busy_concurrency=config.batch_busy_concurrency or max(1, concurrency // 8),
@@ -225,7 +225,7 @@ def _start_batch_worker(app: FastAPI, max_num_seqs: int) -> None:
         app.state.batch_dispatcher,
         limits,
         app.state.metrics.batches,
-        lambda: admission.num_interactive,
+        admission.interactive_idle_s,
     )
     app.state.batch_worker = asyncio.create_task(state.runner.run(), name="batch-worker")
 

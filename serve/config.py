@@ -119,10 +119,11 @@ class ServerConfig:
     max_stored_bytes_per_key: int = 10 << 30
     """Files one key may keep stored (uploads and batch outputs); more uploads get 400."""
     batch_concurrency: int | None = None
-    """Batch lines in flight while no interactive request is (default: --max-num-seqs)."""
+    """Batch lines in flight while no interactive request is (default: 3/4 of --max-num-seqs,
+    leaving room in the running batch for interactive requests to start at once)."""
     batch_busy_concurrency: int | None = None
-    """Batch lines in flight while interactive requests are (default: 1/8 of
-    --batch-concurrency, at least 1): they keep the engine's attention."""
+    """Batch lines in flight while interactive requests are, or were in the last 2 s (default:
+    1/8 of --batch-concurrency, at least 1): they keep the engine's attention."""
     batch_lease_s: float = 30.0
     """A server renews its claim on the batch lines it runs every third of this; a killed
     server's lines are taken up by another (or by it, restarted) once this has passed."""

@@ -24,7 +24,8 @@ class BatchMetrics:
         self.lines = Counter(
             "llmloop:batch_lines",
             "Batch lines this server answered, by outcome: completed (2xx), failed (in the error "
-            "file), retried (refused for capacity, 429/503, and queued again).",
+            "file), retried (refused for capacity, 429/503, and queued again), preempted (handed "
+            "back unfinished when interactive traffic started).",
             ["outcome"],
             registry=registry,
         )

@@ -4,9 +4,11 @@ interactive traffic, and finalizes them into output and error files.
 Every step is claimed in the database (``feedback/batches.py``), so any number of servers sharing
 it can run the same batches, and a server killed at any moment loses nothing: its leases run out
 and the work is claimed again. Lines in flight are bounded by ``BatchLimits``: up to
-``concurrency`` while no interactive request is in flight, ``busy_concurrency`` while one is, so
-interactive requests keep the engine's attention (batch lines also have the lower vLLM
-priority). A cancelled or expired batch stops at once: no new line starts and the ones in flight
+``concurrency`` (by default three quarters of the engine's ``max_num_seqs``, so an interactive
+request always finds a free place in the running batch: vLLM's priority orders the waiting
+queue but does not evict running sequences) while no interactive request has been in flight for
+``quiet_s``, and ``busy_concurrency`` while one has, so interactive requests keep the engine's
+attention. A cancelled or expired batch stops at once: no new line starts and the ones in flight
 are aborted.
 """
 
@@ -36,6 +38,8 @@ FILE_TTL_S = 30 * 86400
 """Output and error files expire 30 days after the batch ends, as OpenAI's batch files do."""
 CENSUS_INTERVAL_S = 5.0
 """How often the batches-by-status and queue-depth gauges are counted in the database."""
+YIELD_CHECK_S = 0.05
+"""How often the worker checks whether interactive traffic started (an in-memory read)."""
 BACKOFF_S = 30.0
 """How long a batch whose validation or finalization failed waits before it is tried again."""
 
@@ -45,11 +49,14 @@ class BatchLimits:
     concurrency: int
     """Lines in flight while no interactive request is."""
     busy_concurrency: int
-    """Lines in flight while interactive requests are."""
+    """Lines in flight while interactive requests are, or were within ``quiet_s``."""
     max_line_bytes: int
     lease_s: float = 30.0
     """How long a claim holds without renewal: a dead server's lines wait this long."""
     poll_s: float = 1.0
+    quiet_s: float = 2.0
+    """Interactive traffic that paused for less than this (a client between two requests)
+    still counts as running."""
 
 
 class BatchRunner:
@@ -60,16 +67,17 @@ class BatchRunner:
         dispatcher: Dispatcher,
         limits: BatchLimits,
         metrics: BatchMetrics,
-        num_interactive: Callable[[], int] = lambda: 0,
+        interactive_idle_s: Callable[[], float] = lambda: float("inf"),
     ):
         self.store = store
         self.blobs = blobs
         self.dispatcher = dispatcher
         self.limits = limits
         self.metrics = metrics
-        self.num_interactive = num_interactive
+        self.interactive_idle_s = interactive_idle_s
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._tasks: dict[int, tuple[asyncio.Task, ClaimedLine]] = {}
+        # line id -> (its task, the line, when it started)
+        self._tasks: dict[int, tuple[asyncio.Task, ClaimedLine, float]] = {}
         self._batches: dict[str, Row] = {}  # batch id -> row, for lines in flight
         self._held: set[str] = set()  # batches this worker validates or finalizes
         self._wake = asyncio.Event()
@@ -83,6 +91,7 @@ class BatchRunner:
 
     async def run(self) -> None:
         heartbeat = asyncio.create_task(self._heartbeat())
+        yielding = asyncio.create_task(self._yield_to_interactive())
         try:
             while True:
                 try:
@@ -98,6 +107,7 @@ class BatchRunner:
                 self._wake.clear()
         finally:
             heartbeat.cancel()
+            yielding.cancel()
             if self._batch_job is not None:
                 self._batch_job.cancel()
             await self._stop_all()
@@ -130,10 +140,32 @@ class BatchRunner:
 
     # -- lines -------------------------------------------------------------------------------
 
+    def _limit(self) -> int:
+        busy = self.interactive_idle_s() < self.limits.quiet_s
+        return self.limits.busy_concurrency if busy else self.limits.concurrency
+
     def _capacity(self) -> int:
-        busy = self.num_interactive() > 0
-        limit = self.limits.busy_concurrency if busy else self.limits.concurrency
-        return max(0, limit - len(self._tasks))
+        return max(0, self._limit() - len(self._tasks))
+
+    async def _yield_to_interactive(self) -> None:
+        """When interactive traffic starts, hand back the lines in flight beyond
+        ``busy_concurrency`` at once (newest first; their partial work is lost) instead of
+        letting them finish: vLLM does not evict a running sequence for a waiting one of higher
+        priority, and on a CPU every running sequence slows each step."""
+        while True:
+            await asyncio.sleep(YIELD_CHECK_S)
+            excess = len(self._tasks) - self._limit()
+            if excess <= 0:
+                continue
+            newest = sorted(self._tasks.items(), key=lambda item: item[1][2], reverse=True)
+            preempted = [(task, line) for _, (task, line, _) in newest[:excess]]
+            for task, _ in preempted:
+                task.cancel()  # closes the engine request: vLLM aborts it
+            await asyncio.gather(*(task for task, _ in preempted), return_exceptions=True)
+            now = time.time()
+            for _, line in preempted:
+                await asyncio.to_thread(self.store.retry_line, line, self.worker, now)
+            self.metrics.lines.labels("preempted").inc(len(preempted))
 
     async def _fill(self) -> None:
         free = self._capacity()
@@ -151,7 +183,7 @@ class BatchRunner:
                     continue
                 self._batches[line.batch_id] = batch
             task = asyncio.create_task(self._run_line(line))
-            self._tasks[line.id] = (task, line)
+            self._tasks[line.id] = (task, line, time.monotonic())
             task.add_done_callback(lambda _, line_id=line.id: self._done(line_id))
 
     def _done(self, line_id: int) -> None:
@@ -196,7 +228,7 @@ class BatchRunner:
 
     async def _abort_stopped(self) -> None:
         """Abort the lines of batches that were cancelled or expired (on any server)."""
-        in_flight = {line.batch_id for _, line in self._tasks.values()}
+        in_flight = {line.batch_id for _, line, _ in self._tasks.values()}
         statuses = await asyncio.to_thread(self.store.statuses, sorted(in_flight))
         now = time.time()
         stopped = {
@@ -204,7 +236,7 @@ class BatchRunner:
             for batch_id in in_flight
             if statuses.get(batch_id) != "in_progress" or self._batches[batch_id].expires_at <= now
         }
-        tasks = [task for task, line in self._tasks.values() if line.batch_id in stopped]
+        tasks = [task for task, line, _ in self._tasks.values() if line.batch_id in stopped]
         for task in tasks:
             task.cancel()  # closes the engine request: vLLM aborts it
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,7 +245,7 @@ class BatchRunner:
 
     async def _stop_all(self) -> None:
         """Shutting down: abort what runs and hand the lines back, for a restart to resume."""
-        tasks = [task for task, _ in self._tasks.values()]
+        tasks = [task for task, _, _ in self._tasks.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
