@@ -73,6 +73,11 @@ class RequestLog:
         self._num_queued = 0  # records in the queue or in the batch being written
         self._closing = False
 
+    @property
+    def queue_depth(self) -> int:
+        """Records in the queue or in the batch being written."""
+        return self._num_queued
+
     async def start(self) -> None:
         """Create/migrate the schema, replay any spool, start the writer; never fails start-up."""
         self._queue = asyncio.Queue(self._max_queue)

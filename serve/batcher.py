@@ -9,6 +9,7 @@ messages) delays a one-text request by at most one batch.
 """
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,15 +25,22 @@ class MicroBatcher(Generic[Item, Result]):
         fn: Callable[[list[Item]], Sequence[Result]],
         executor: ThreadPoolExecutor,
         max_batch_size: int = 64,
+        on_batch: Callable[[float], None] | None = None,
     ):
         """``executor``: where ``fn`` runs; batchers that share a one-thread executor never run
-        two batches at once."""
+        two batches at once. ``on_batch``: called with each batch's seconds (metrics)."""
         self.fn = fn
         self.max_batch_size = max_batch_size
+        self.on_batch = on_batch
         self._executor = executor
         self._pending: deque[deque[tuple[Item, asyncio.Future]]] = deque()
         """One queue per waiting caller, in turn order."""
         self._worker: asyncio.Task | None = None
+
+    @property
+    def num_pending(self) -> int:
+        """Items waiting for a batch (not those in the batch running now)."""
+        return sum(len(caller) for caller in self._pending)
 
     async def submit(self, items: list[Item]) -> list[Result]:
         """``fn``'s results for ``items``, computed in a batch with other callers' items."""
@@ -51,6 +59,7 @@ class MicroBatcher(Generic[Item, Result]):
             batch = self._next_batch()
             if not batch:
                 continue
+            start = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
                     self._executor, self.fn, [item for item, _ in batch]
@@ -60,6 +69,9 @@ class MicroBatcher(Generic[Item, Result]):
                     if not future.done():
                         future.set_exception(e)
                 continue
+            finally:
+                if self.on_batch is not None:
+                    self.on_batch(time.perf_counter() - start)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -40,9 +40,16 @@ class Guardrails:
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmloop-safety")
         self.batchers: dict[str, MicroBatcher[str, Classification]] = {
-            direction: MicroBatcher(functools.partial(self._classify, direction), self._executor)
+            direction: MicroBatcher(
+                functools.partial(self._classify, direction),
+                self._executor,
+                on_batch=metrics.safety_batch_duration.labels(direction).observe,
+            )
             for direction in ("input", "output")
         }
+        for direction, batcher in self.batchers.items():  # read at scrape time
+            depth = metrics.safety_queue_depth.labels(direction)
+            depth.set_function(lambda batcher=batcher: batcher.num_pending)
 
     def _classify(self, direction: str, texts: list[str]) -> list["Classification"]:
         """On the worker thread. The classifier loads on first use: a policy that allows every

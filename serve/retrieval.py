@@ -3,6 +3,7 @@ within the context budget, return the sources used as citations. Also owns the e
 ``/v1/embeddings`` serves (the same all-MiniLM-L6-v2 the indexes were built with)."""
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -11,13 +12,15 @@ from llmloop.rag.errors import IndexNotFoundError, RagError
 from llmloop.rag.prompt import augment_messages
 from llmloop.rag.retrieve import Hit, Retriever
 from llmloop.serve.errors import BadRequestError, NotFoundError
+from llmloop.serve.metrics import ServerMetrics
 
 
 class Retrieval:
     """Opened retrievers by index name (reopened when the index is re-published), one embedder."""
 
-    def __init__(self, default_index: str | None = None):
+    def __init__(self, default_index: str | None = None, metrics: ServerMetrics | None = None):
         self.default_index = default_index
+        self.metrics = metrics
         self._lock = threading.Lock()
         self._embedder: Embedder | None = None
         self._retrievers: dict[str, Retriever] = {}
@@ -30,7 +33,9 @@ class Retrieval:
             return self._embedder
 
     async def search(self, index: str, query: str, top_k: int) -> list[Hit]:
-        return await asyncio.to_thread(self._search, index, query, top_k)
+        timer = self.metrics.retrieval_duration.time() if self.metrics else contextlib.nullcontext()
+        with timer:
+            return await asyncio.to_thread(self._search, index, query, top_k)
 
     def _search(self, index: str, query: str, top_k: int) -> list[Hit]:
         try:

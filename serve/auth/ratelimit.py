@@ -17,6 +17,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter
+
 from llmloop.serve.auth.keys import ApiKey, KeyLimits
 from llmloop.serve.errors import RateLimitError
 
@@ -44,7 +46,9 @@ class KeyUsage:
 
 
 class RateLimiter:
-    def __init__(self) -> None:
+    def __init__(self, rejections: Counter | None = None) -> None:
+        """``rejections``: counts each 429 by reason (requests|tokens|concurrent) and pool."""
+        self.rejections = rejections
         # by (key id, pool); one entry per key that has limits and pool it used
         self._usage: dict[tuple[str, str], KeyUsage] = {}
 
@@ -61,9 +65,12 @@ class RateLimiter:
         if usage.tokens is not None and usage.tokens.level <= 0:
             waits.append(("tokens", usage.tokens.seconds_until(1)))
         if limits.max_concurrent is not None and usage.in_flight >= limits.max_concurrent:
-            waits.append(("concurrent requests", 1.0))
+            waits.append(("concurrent", 1.0))
         if waits:
-            what, wait = max(waits, key=lambda w: w[1])
+            reason, wait = max(waits, key=lambda w: w[1])
+            if self.rejections is not None:
+                self.rejections.labels(reason, pool).inc()
+            what = "concurrent requests" if reason == "concurrent" else reason
             raise RateLimitError(
                 f"rate limit reached for {what} on key {key.name!r}: retry in {math.ceil(wait)} s",
                 code="rate_limit_exceeded",

@@ -26,6 +26,7 @@ from llmloop.serve.engine_api import (
 )
 from llmloop.serve.guardrails import Guardrails
 from llmloop.serve.metrics import ServerMetrics
+from llmloop.serve.retrieval import Retrieval
 from tests.safety.fakes import fake_classifier
 
 
@@ -229,21 +230,26 @@ class FakeEngine:
         return None
 
 
-def keyword_guardrails() -> Guardrails:
+def keyword_guardrails(metrics: ServerMetrics | None = None) -> Guardrails:
     """The default policy over a harm classifier that knows a few keywords ("sarin", "slur"):
     harmful text is blocked and PII redacted as in production, with no model to load."""
-    return Guardrails(Guard(load_policy(None), fake_classifier()), ServerMetrics())
+    return Guardrails(Guard(load_policy(None), fake_classifier()), metrics or ServerMetrics())
 
 
-class FakeRetrieval:
+class FakeRetrieval(Retrieval):
     """``llmloop.serve.retrieval.Retrieval`` with the same ``hits`` for every query."""
 
-    def __init__(self, hits: list[Hit], default_index: str | None = None):
+    def __init__(
+        self,
+        hits: list[Hit],
+        default_index: str | None = None,
+        metrics: ServerMetrics | None = None,
+    ):
+        super().__init__(default_index, metrics)
         self.hits = hits
-        self.default_index = default_index
         self.searches: list[tuple[str, str, int]] = []
         """(index, query, top_k) of every search."""
 
-    async def search(self, index: str, query: str, top_k: int) -> list[Hit]:
+    def _search(self, index: str, query: str, top_k: int) -> list[Hit]:
         self.searches.append((index, query, top_k))
         return self.hits[:top_k]
