@@ -47,6 +47,9 @@ class CompletionRecord:
     """Chat: the request's tool definitions in OpenAI's shape (``{"type": "function",
     "function": {"name", "description", "parameters"}}``); None without tools. Spool lines
     written before tools were logged have none."""
+    trace_id: str | None = None
+    """The request's OpenTelemetry trace id (32 hex digits) when the server exports traces
+    (``--otlp-traces-endpoint``); None otherwise."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))

@@ -74,6 +74,7 @@ completions = Table(
     Column("project", String(128)),  # the project of the key that made the request
     Column("labelled_by", String(64)),  # the key id behind the latest feedback
     Column("tools", JSON),  # the request's tool definitions (OpenAI's shape); null: none
+    Column("trace_id", String(32)),  # OpenTelemetry's, 32 hex digits; null: not traced
     Index("ix_completions_created", "created", "id"),
     Index("ix_completions_model_created", "model", "created"),
     Index("ix_completions_rating_created", "rating", "created"),
@@ -216,6 +217,13 @@ def _v4_batches(op: Operations) -> None:
         table.create(op.get_bind(), checkfirst=True)  # a fresh database got them from _v1
 
 
+def _v5_trace_id(op: Operations) -> None:
+    """The request's OpenTelemetry trace id, to find its spans from the log (and back)."""
+    existing = {c["name"] for c in inspect(op.get_bind()).get_columns("completions")}
+    if "trace_id" not in existing:  # a fresh database got it from _v1_initial
+        op.add_column("completions", Column("trace_id", String(32)))
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
 # (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
 # today's tables, so later entries must tolerate what it already made.
@@ -224,6 +232,7 @@ MIGRATIONS: list[Callable[[Operations], None]] = [
     _v2_keys_and_projects,
     _v3_tools,
     _v4_batches,
+    _v5_trace_id,
 ]
 
 

@@ -60,6 +60,7 @@ from llmloop.serve.routes import (
 )
 from llmloop.serve.routes.feedback import router as feedback_router
 from llmloop.serve.security_headers import EVERY_RESPONSE, SecurityHeadersMiddleware
+from llmloop.serve.tracing import Tracing, TracingMiddleware
 
 logger = logging.getLogger("llmloop.serve")
 
@@ -97,6 +98,7 @@ def create_app(
     app.state.on_engine_failure = on_engine_failure
     app.state.sampling_defaults = dict(sampling_defaults or {}) | dict(config.default_sampling)
     app.state.metrics = ServerMetrics()
+    app.state.tracing = Tracing()  # records nothing; the lifespan's exports, given an endpoint
     app.state.adapter_versions = {}
     app.state.request_log = None
     app.state.guardrails = guardrails
@@ -134,6 +136,8 @@ def create_app(
         max_bytes_by_path={"/v1/files": config.max_file_bytes + (64 << 10)},
     )
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every response, 413s included
+    if config.otlp_traces_endpoint:  # around everything: the request's span times it all
+        app.add_middleware(TracingMiddleware)
     return app
 
 
@@ -144,6 +148,8 @@ async def _lifespan(app: FastAPI):
     # Chat templates and tokenizers run here (serve/generation.py: off_loop): one thread, as in
     # vLLM's server, since a HF tokenizer used from two threads at once can fail.
     app.state.tokenizer_executor = ThreadPoolExecutor(1, thread_name_prefix="llmloop-tokenizer")
+    if config.otlp_traces_endpoint:
+        app.state.tracing = Tracing.export_to(config.otlp_traces_endpoint)
     app.state.request_log = RequestLog(db_url, enabled=config.store_requests)
     await app.state.request_log.start()
     await app.state.keyring.try_refresh()  # before the first request: keys apply from the start
@@ -164,6 +170,7 @@ async def _lifespan(app: FastAPI):
         if app.state.owns_keyring:
             app.state.keyring.close()
         await app.state.request_log.aclose()  # drained requests are logged before we exit
+        app.state.tracing.shutdown()  # and their spans exported
         if app.state.owns_guardrails and app.state.guardrails is not None:
             app.state.guardrails.close()
         app.state.tokenizer_executor.shutdown(wait=False, cancel_futures=True)

@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(s, ServerConfig, "max_request_body_bytes")
     add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
     add_field_flag(s, ServerConfig, "max_queue_time_s", "--max-queue-time")
+    add_field_flag(s, ServerConfig, "otlp_traces_endpoint", metavar="URL")
     b = parser.add_argument_group("files and batches (/v1/files, /v1/batches)")
     add_field_flags(
         b,

@@ -13,6 +13,9 @@ class ConfigError(LLMLoopError):
     pass
 
 
+URL_SCHEMES = ("http://", "https://")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """What vLLM runs. The scale-out knobs are vLLM's own and are passed through unchanged."""
@@ -63,6 +66,8 @@ class EngineConfig:
     (<tool_call>{json}</tool_call>) fits Qwen2.5/3, Hermes and, through the tool prompt the
     server adds, models whose chat template has no tools (the default SmolLM2); see
     docs/serving.md."""
+    otlp_traces_endpoint: str | None = None
+    """vLLM's own spans go here too (vLLM --otlp-traces-endpoint); see ServerConfig's."""
 
     def __post_init__(self):
         if self.max_num_seqs < 1:
@@ -130,6 +135,10 @@ class ServerConfig:
     public_docs: bool = False
     """Serve /openapi.json, /docs and /redoc without a key. By default they need a key (any
     scope) once the server has keys."""
+    otlp_traces_endpoint: str | None = None
+    """Export OpenTelemetry spans of each request (auth, safety, retrieval, engine, log), and
+    vLLM's own, to this OTLP receiver, e.g. http://localhost:4318/v1/traces (OTLP over HTTP;
+    $OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc for gRPC). The request log keeps each trace id."""
 
     def __post_init__(self):
         if not 0 < self.port < 65536:
@@ -141,6 +150,11 @@ class ServerConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         if not self.batch_lease_s >= 1:
             raise ConfigError(f"--batch-lease must be >= 1 second, got {self.batch_lease_s}")
+        if self.otlp_traces_endpoint and not self.otlp_traces_endpoint.startswith(URL_SCHEMES):
+            raise ConfigError(
+                f"--otlp-traces-endpoint must be an http(s) URL, e.g. "
+                f"http://localhost:4318/v1/traces; got {self.otlp_traces_endpoint!r}"
+            )
         names = [name for name, _ in self.adapters]
         if len(set(names)) != len(names):
             raise ConfigError(f"--adapter names must be unique, got {names}")

@@ -56,6 +56,7 @@ from llmloop.serve.engine_api import (
     ToolCallDelta,
 )
 from llmloop.serve.engine_gate import EngineGate
+from llmloop.serve.tracing import DEFAULT_PROTOCOL, PROTOCOL_VARIABLE
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def build_engine_args(config: EngineConfig, dtype: str) -> AsyncEngineArgs:
         max_cpu_loras=config.max_cpu_loras,
         seed=config.seed,
         disable_log_stats=False,  # feeds the vllm:* Prometheus metrics on /metrics
+        otlp_traces_endpoint=config.otlp_traces_endpoint,
     )
 
 
@@ -150,6 +152,11 @@ class VllmEngine:
         dtype, reason = resolve_dtype(config.dtype)
         logger.info("dtype %s: %s", dtype, reason)
         set_cpu_thread_defaults()
+        if config.otlp_traces_endpoint:
+            # vLLM exports over gRPC unless told otherwise; ours (serve/tracing.py) over HTTP
+            # unless told otherwise: both must speak what the one endpoint takes. The engine's
+            # processes, started after this, inherit the environment.
+            os.environ.setdefault(PROTOCOL_VARIABLE, DEFAULT_PROTOCOL)
         return cls(AsyncLLM.from_engine_args(build_engine_args(config, dtype)), config)
 
     async def generate(
@@ -190,6 +197,7 @@ class VllmEngine:
                     request_id,
                     lora_request=lora_request,
                     priority=options.priority,
+                    trace_headers=options.trace_headers,
                 )
             async for output in outputs:
                 yield _from_request_output(output)

@@ -72,6 +72,9 @@ class SamplingOptions:
     priority: int = 0
     """vLLM's request priority: lower runs first when sequences wait for a place in the
     running batch (batch lines run at 1, below interactive requests)."""
+    trace_headers: dict[str, str] | None = None
+    """W3C ``traceparent`` of the request's engine span, so vLLM's spans join its trace
+    (``serve/tracing.py``); None when tracing is off."""
 
 
 @dataclass(frozen=True)

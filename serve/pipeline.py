@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from opentelemetry.trace import Span
 from pydantic import BaseModel
 
 from llmloop.serve.auth.deps import request_key
@@ -31,6 +32,7 @@ from llmloop.serve.logprobs import LogprobGate, SentLogprob
 from llmloop.serve.protocol import SamplingRequest, UsageInfo
 from llmloop.serve.records import log_completion, logged_choice
 from llmloop.serve.streaming import DONE, sse_response, until_disconnected
+from llmloop.serve.tracing import Tracing
 
 if TYPE_CHECKING:  # the safety package loads with the guardrails, not on import
     from llmloop.safety.guard import Redaction, StreamGuard
@@ -94,6 +96,10 @@ class ServeContext(ABC):
         self.redactor = self.guardrails.redactor() if self.guardrails else None
 
     @property
+    def tracing(self) -> Tracing:
+        return self.request.app.state.tracing
+
+    @property
     def num_choices(self) -> int:
         return len(self.prompt_ids) * self.body.n
 
@@ -105,14 +111,16 @@ class ServeContext(ABC):
         """(``texts`` with PII handled per policy, whether the request must be refused)."""
         if self.guardrails is None:
             return texts, False
-        screened, blocked = await self.guardrails.screen_input(texts, self.redactor)
+        with self.tracing.span("safety.input"):
+            screened, blocked = await self.guardrails.screen_input(texts, self.redactor)
         return screened, blocked is not None
 
     async def screen_retrieved(self, texts: list[str]) -> list[str | None]:
         """Retrieved chunks, redacted; ``None`` for a chunk that may not enter the prompt."""
         if self.guardrails is None or not texts:
             return list(texts)
-        return await self.guardrails.screen_retrieved(texts, self.redactor)
+        with self.tracing.span("safety.retrieved"):
+            return await self.guardrails.screen_retrieved(texts, self.redactor)
 
     def refuse(self) -> BaseModel | StreamingResponse:
         """The answer to a refused prompt, logged; the engine never sees the request."""
@@ -137,14 +145,27 @@ class ServeContext(ABC):
         finish_reason) as the endpoint shapes it (``logged_choice``)."""
         self.request.state.num_tokens = self.num_prompt_tokens + num_completion_tokens
         logged = [self.logged_choice(*choice) for choice in choices]
-        log_completion(self, logged, num_completion_tokens)
+        with self.tracing.span("log"):
+            log_completion(self, logged, num_completion_tokens)
+
+    def _traced(self, options: SamplingOptions, span: Span) -> SamplingOptions:
+        """``options`` with the trace headers that make vLLM's spans children of ``span``."""
+        headers = self.tracing.trace_headers(span)
+        return options if headers is None else dataclasses.replace(options, trace_headers=headers)
+
+    def _engine_attributes(self) -> dict:
+        return {"gen_ai.request.model": self.body.model, "gen_ai.response.id": self.id}
 
     # -- whole answers ----------------------------------------------------------------------
 
     async def _full(self, options: SamplingOptions) -> BaseModel:
         admission = self.request.app.state.admission
-        work = generate_all(self.engine, self.prompt_ids, options, self.id, self.lora, admission)
-        outputs = await until_disconnected(self.request, work)
+        with self.tracing.span("engine", self._engine_attributes()) as span:
+            options = self._traced(options, span)
+            work = generate_all(
+                self.engine, self.prompt_ids, options, self.id, self.lora, admission
+            )
+            outputs = await until_disconnected(self.request, work)
         choices = []
         for prompt_index, output in enumerate(outputs):
             for seq in sorted(output.outputs, key=lambda s: s.index):
@@ -169,7 +190,8 @@ class ServeContext(ABC):
         """(the text to send, its finish_reason, the spans of ``seq.text`` it replaced)."""
         if self.guardrails is None:
             return seq.text, seq.finish_reason, []
-        screened = await self.guardrails.screen_output(seq.text, self.redactor)
+        with self.tracing.span("safety.output"):
+            screened = await self.guardrails.screen_output(seq.text, self.redactor)
         if isinstance(screened, Blocked):
             return REFUSAL, CONTENT_FILTER, []
         text, redactions = screened
@@ -208,10 +230,14 @@ class ServeContext(ABC):
         guards = self._stream_guards()
         gates = {i: LogprobGate() for i in range(self.num_choices)}
         admission = self.request.app.state.admission
+        # Not current: it stays open across the yields below, where the consumer's code runs.
+        # The deltas' screening happens within it (a span per delta would be one per token).
+        span = self.tracing.start_span("engine", self._engine_attributes())
+        options = self._traced(options, span)
         outputs = generate_stream(
             self.engine, self.prompt_ids, options, self.id, self.lora, admission
         )
-        async with contextlib.aclosing(outputs):
+        async with contextlib.aclosing(outputs), _ending(span):
             async for prompt_index, output in outputs:
                 for seq in output.outputs:
                     sent.num_completion_tokens += len(seq.token_ids)
@@ -303,6 +329,15 @@ def _sent_logprobs(
     if seq.logprobs is None or finish_reason == CONTENT_FILTER:
         return None
     return gate.release(released, redactions, final=finish_reason is not None)
+
+
+@contextlib.asynccontextmanager
+async def _ending(span: Span) -> AsyncIterator[None]:
+    """Ends ``span`` however the block ends: a span left open is never exported."""
+    try:
+        yield
+    finally:
+        span.end()
 
 
 async def _iterate(events: Iterable[str]) -> AsyncIterator[str]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from llmloop.feedback.record import DEFAULT_PROJECT, CompletionRecord
 from llmloop.serve.auth.deps import request_key
+from llmloop.serve.tracing import current_trace_id
 
 if TYPE_CHECKING:
     from llmloop.serve.pipeline import ServeContext
@@ -38,6 +39,7 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
             user=body.user,
             project=key.log_project if key else DEFAULT_PROJECT,
             tools=ctx.tools or None,
+            trace_id=current_trace_id(),
         )
     )
 

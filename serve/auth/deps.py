@@ -34,13 +34,14 @@ def require_scope(*scopes: Scope) -> Callable[[Request], Awaitable[ApiKey | None
 
     # async: FastAPI runs a plain def dependency in a worker thread, a hop per request
     async def check(request: Request) -> ApiKey | None:
-        key = authenticate(request)
-        if key is not None and not any(map(key.allows, scopes)):
-            raise PermissionDeniedError(
-                f"this key lacks the {' or '.join(map(repr, scopes))} scope (it has: "
-                f"{', '.join(sorted(key.scopes))})",
-                code="insufficient_scope",
-            )
+        with request.app.state.tracing.span("auth"):
+            key = authenticate(request)
+            if key is not None and not any(map(key.allows, scopes)):
+                raise PermissionDeniedError(
+                    f"this key lacks the {' or '.join(map(repr, scopes))} scope (it has: "
+                    f"{', '.join(sorted(key.scopes))})",
+                    code="insufficient_scope",
+                )
         return key
 
     check.__name__ = "require_" + "_or_".join(scopes)

@@ -150,6 +150,7 @@ def _add_run_parser(commands) -> None:
         help="Largest input line in bytes, as the server's limit on a request (default: "
         "%(default)s).",
     )
+    add_field_flag(s, ServerConfig, "otlp_traces_endpoint", metavar="URL")
     s.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     e = p.add_argument_group("engine (vLLM options, passed through)")
     add_field_flags(e, EngineConfig, *ENGINE_FIELDS)

@@ -103,6 +103,7 @@ def build_run_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineCon
         enforce_eager=args.enforce_eager,
         model_dir=resolve_model(args.model),
         served_model_name=args.served_model_name or args.model,
+        otlp_traces_endpoint=args.otlp_traces_endpoint,
     )
     server_config = ServerConfig(
         safety=args.safety,
@@ -113,6 +114,7 @@ def build_run_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineCon
         max_request_body_bytes=args.max_request_body_bytes,
         max_queue_time_s=OFFLINE_QUEUE_TIME_S,
         adapters=tuple(parse_adapter(spec) for spec in args.adapter),
+        otlp_traces_endpoint=args.otlp_traces_endpoint,
     )
     return server_config, engine_config
 

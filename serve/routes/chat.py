@@ -115,8 +115,9 @@ async def _add_sources(chat: "ChatContext") -> None:
     query = last_user_text(chat.messages)
     if index is None or not query:
         return
-    hits = await retrieval.search(index, query, rag.top_k if rag else 4)
-    texts = await chat.screen_retrieved([hit.text for hit in hits])
+    with chat.tracing.span("retrieval", {"llmloop.rag.index": index}):
+        hits = await retrieval.search(index, query, rag.top_k if rag else 4)
+        texts = await chat.screen_retrieved([hit.text for hit in hits])
     hits = [
         dataclasses.replace(hit, text=text)
         for hit, text in zip(hits, texts, strict=True)
