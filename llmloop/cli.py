@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.feedback.cli",
         "Export logged requests and feedback as SFT/DPO/KTO data.",
     ),
+    "monitor": (
+        "llmloop.feedback.monitor.cli",
+        "Report traffic, latency, quality and drift from the log; watch them as metrics.",
+    ),
     "eval": (
         "llmloop.evals.cli",
         "Run evaluation tasks against an OpenAI-compatible server; compare runs.",
