@@ -98,12 +98,13 @@ class FeedbackStore:
 
     def add_feedback(self, fb: Feedback, visible: ConversationFilter | None = None) -> dict:
         """``visible``: the completions the caller may label (its project, or its own); any other
-        is reported unknown, so ids of other tenants' completions reveal nothing."""
+        is reported unknown, so ids of other tenants' completions reveal nothing. The result
+        also names the rated completion's ``model``."""
         now = time.time()
         scope = _conditions(visible or ConversationFilter())
         with self.engine.begin() as conn:
             target = conn.execute(
-                select(completions.c.id, completions.c.prompt_hash).where(
+                select(completions.c.id, completions.c.prompt_hash, completions.c.model).where(
                     completions.c.id == fb.completion_id, *scope
                 )
             ).first()
@@ -128,7 +129,8 @@ class FeedbackStore:
                     .where(completions.c.id == fb.preferred_over)
                     .values(num_feedback=completions.c.num_feedback + 1)
                 )
-        return {"id": f"fb-{fb_id}", "object": "feedback", "created": int(now), **vars(fb)}
+        created = {"id": f"fb-{fb_id}", "object": "feedback", "created": int(now), **vars(fb)}
+        return created | {"model": target.model}
 
     def _check_preference(self, conn, fb: Feedback, prompt_hash: str, scope: list) -> None:
         if fb.preferred_over == fb.completion_id:

@@ -42,6 +42,7 @@ from llmloop.serve.errors import (
     RequestTooLargeError,
 )
 from llmloop.serve.guardrails import Guardrails
+from llmloop.serve.http_metrics import HttpMetricsMiddleware
 from llmloop.serve.metrics import ServerMetrics
 from llmloop.serve.retrieval import Retrieval
 from llmloop.serve.routes import (
@@ -77,12 +78,14 @@ def create_app(
     retrieval: Retrieval | None = None,
     keyring: KeyRing | None = None,
     batch_worker: bool = True,
+    metrics: ServerMetrics | None = None,
 ) -> FastAPI:
     """``guardrails``, ``retrieval`` and ``keyring`` replace the ones built from ``config`` (tests
     pass fakes; the caller closes what it passed). By default the safety layer loads in the
     lifespan when ``config.safety`` is on, retrieval opens ``config.rag_index`` on first use, and
     the keyring holds ``--api-key`` and the log database's keys. ``batch_worker=False``: the app
-    does not run the database's batches (``llmloop batch run`` sends it its own lines)."""
+    does not run the database's batches (``llmloop batch run`` sends it its own lines).
+    ``metrics``: the app's own (one per app), e.g. the ones given to ``guardrails``."""
     # The docs routes are our own (serve/routes/docs.py): behind a key unless --public-docs.
     app = FastAPI(
         title="llmloop",
@@ -97,7 +100,8 @@ def create_app(
     app.state.engine_factory = engine_factory
     app.state.on_engine_failure = on_engine_failure
     app.state.sampling_defaults = dict(sampling_defaults or {}) | dict(config.default_sampling)
-    app.state.metrics = ServerMetrics()
+    app.state.metrics = ServerMetrics() if metrics is None else metrics
+    app.state.metrics.watch_request_log(lambda: app.state.request_log)
     app.state.tracing = Tracing()  # records nothing; the lifespan's exports, given an endpoint
     app.state.adapter_versions = {}
     app.state.request_log = None
@@ -105,11 +109,13 @@ def create_app(
     app.state.owns_guardrails = guardrails is None
     app.state.harm_classifier = None  # /v1/moderations' own, when the safety layer is off
     app.state.lazy_load_lock = threading.Lock()
-    app.state.retrieval = Retrieval(config.rag_index) if retrieval is None else retrieval
+    if retrieval is None:
+        retrieval = Retrieval(config.rag_index, app.state.metrics)
+    app.state.retrieval = retrieval
     db_url = config.db_url or default_db_url()
     app.state.owns_keyring = keyring is None
     app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
-    app.state.rate_limiter = RateLimiter()
+    app.state.rate_limiter = RateLimiter(app.state.metrics.rate_limited)
     app.state.sessions = SessionStore()
     app.state.runs_batches = batch_worker
     app.state.batches = BatchState(
@@ -135,6 +141,8 @@ def create_app(
         # an upload's multipart framing and form fields come on top of the file
         max_bytes_by_path={"/v1/files": config.max_file_bytes + (64 << 10)},
     )
+    if config.http_metrics:  # 413s included; its stream chunks pass straight through
+        app.add_middleware(HttpMetricsMiddleware, metrics=app.state.metrics.http)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: on every response, 413s included
     if config.otlp_traces_endpoint:  # around everything: the request's span times it all
         app.add_middleware(TracingMiddleware)

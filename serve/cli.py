@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_flag(s, ServerConfig, "safety_policy", "--safety", metavar="POLICY.yaml")
     add_field_flag(s, ServerConfig, "safety", help="Turn the safety layer off entirely.")
     add_field_flags(s, ServerConfig, "public_metrics", "public_docs")
+    add_field_flag(
+        s, ServerConfig, "http_metrics", help="Leave HTTP requests out of /metrics (benchmarks)."
+    )
     add_field_flag(s, ServerConfig, "max_request_body_bytes")
     add_field_flag(s, ServerConfig, "drain_timeout_s", "--drain-timeout")
     add_field_flag(s, ServerConfig, "max_queue_time_s", "--max-queue-time")

@@ -119,6 +119,8 @@ class ServerConfig:
     public_metrics: bool = False
     """Serve /metrics and /version without a key (e.g. for a Prometheus that sends none). By
     default they need a key (any scope) once the server has keys."""
+    http_metrics: bool = True
+    """Count HTTP requests by route and status, and time them, on /metrics."""
     max_file_bytes: int = 200 << 20
     """Largest file /v1/files takes (OpenAI's limit: 200 MB)."""
     max_stored_bytes_per_key: int = 10 << 30

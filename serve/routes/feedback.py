@@ -24,6 +24,7 @@ from llmloop.feedback.store import ConversationFilter, Feedback, parse_time
 from llmloop.serve.auth.deps import require_infer_or_label, require_label
 from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.errors import BadRequestError, NotFoundError
+from llmloop.serve.metrics import ServerMetrics
 
 router = APIRouter()
 
@@ -77,13 +78,15 @@ async def create_feedback(request: Request, key: FeedbackKey) -> dict:  # scope:
     )
     visible = _visible(key)
     try:
-        return await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
+        stored = await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
     except NotFoundError:
         # A client may rate an answer the moment it arrives, before the writer has stored it:
         # write what is queued, then look once more.
         if not await log.flush(timeout=PENDING_WRITE_TIMEOUT_S):
             raise
-        return await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
+        stored = await run_in_threadpool(_store_call, log.store.add_feedback, fb, visible)
+    _count_feedback(request.app.state.metrics, stored.pop("model"), body)
+    return stored
 
 
 # -- the UI's JSON API --------------------------------------------------------------------------
@@ -172,6 +175,18 @@ def _parse_feedback(raw: bytes) -> FeedbackRequest:
         first = e.errors()[0]
         param = ".".join(str(p) for p in first["loc"]) or None
         raise BadRequestError(f"{param or 'body'}: {first['msg']}", param=param) from e
+
+
+def _count_feedback(metrics: ServerMetrics, model: str, body: FeedbackRequest) -> None:
+    kinds = {
+        "thumbs_up": body.rating == 1,
+        "thumbs_down": body.rating == -1,
+        "correction": body.correction is not None,
+        "preference": body.preferred_over is not None,
+    }
+    for kind, given in kinds.items():
+        if given:
+            metrics.feedback.labels(model, kind).inc()
 
 
 def _store_call(fn, *args, **kwargs):

@@ -18,13 +18,14 @@ def wait_until_ready(client: TestClient, timeout_s: float = 10.0) -> None:
 
 @pytest.fixture
 def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
-    """``make_client(engine=None, guardrails=None, retrieval=None, **ServerConfig fields)`` → a
-    ready TestClient on a fake engine, logging to a fresh SQLite file, safety off unless asked
-    for (``guardrails``: e.g. ``fakes.keyword_guardrails()``; ``retrieval``: a ``FakeRetrieval``)."""
+    """``make_client(engine=None, guardrails=None, retrieval=None, metrics=None, **ServerConfig
+    fields)`` → a ready TestClient on a fake engine, logging to a fresh SQLite file, safety off
+    unless asked for (``guardrails``: e.g. ``fakes.keyword_guardrails()``; ``retrieval``: a
+    ``FakeRetrieval``; ``metrics``: the ``ServerMetrics`` those were given, for the app's own)."""
     clients: list[TestClient] = []
 
     def make(
-        engine: FakeEngine | None = None, *, guardrails=None, retrieval=None, **config
+        engine: FakeEngine | None = None, *, guardrails=None, retrieval=None, metrics=None, **config
     ) -> TestClient:
         engine = engine or FakeEngine()
         config = {"safety": False, "db_url": f"sqlite:///{tmp_path}/log-{len(clients)}.db"} | config
@@ -33,7 +34,11 @@ def make_client(tmp_path) -> Iterator[Callable[..., TestClient]]:
             return engine
 
         app = create_app(
-            ServerConfig(**config), factory, guardrails=guardrails, retrieval=retrieval
+            ServerConfig(**config),
+            factory,
+            guardrails=guardrails,
+            retrieval=retrieval,
+            metrics=metrics,
         )
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
