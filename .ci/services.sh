@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Services the test suite uses from the OS: PostgreSQL (the request log's store tests run against
-# a throwaway cluster) and Chromium (the labelling UI's browser tests, driven by Playwright).
-# Idempotent and quiet: installs only what is missing; a no-op when both are present.
+# a throwaway cluster), Chromium (the labelling UI's browser tests, driven by Playwright) and
+# Prometheus's promtool (checks and unit-tests deploy/'s config and alert rules).
+# Idempotent and quiet: installs only what is missing; a no-op when all are present.
 set -euo pipefail
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v promtool >/dev/null || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
