@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -117,8 +118,9 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Only requests for this model or adapter name.")
     parser.add_argument(
         "--db",
-        help="The log's database URL, as given to `llmloop serve --db` "
-        "(default: sqlite:///$LLMLOOP_HOME/llmloop.db).",
+        help="The log's database URL, as given to `llmloop serve --db` (default: $LLMLOOP_DB, "
+        "else sqlite:///$LLMLOOP_HOME/llmloop.db; a URL with a password belongs in $LLMLOOP_DB, "
+        "which `ps` does not show).",
     )
     parser.add_argument(
         "--sample-size",
@@ -141,7 +143,7 @@ def _report(args: argparse.Namespace) -> int:
     config = ReportConfig(window, reference, args.model, _sample_size(args))
     if args.out.exists() and not args.out.is_dir():
         raise MonitorArgumentError(f"--out {args.out} is a file; give a directory")
-    db_url = args.db or default_db_url()
+    db_url = args.db or os.environ.get("LLMLOOP_DB") or default_db_url()
     engine = create_db_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -172,7 +174,7 @@ def _watch(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    db_url = args.db or default_db_url()
+    db_url = args.db or os.environ.get("LLMLOOP_DB") or default_db_url()
     engine = create_db_engine(db_url)
     metrics = MonitorMetrics()
     stop = threading.Event()  # never set: the loop runs until Ctrl-C
