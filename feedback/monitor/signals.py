@@ -113,7 +113,12 @@ def load_embedder() -> Embed:
     model = SentenceTransformer(str(embedder_dir()), device="cpu", local_files_only=True)
 
     def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        # each distinct text once: traffic repeats itself (templates, retries, eval suites)
+        distinct, position = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
+        vectors = model.encode(
+            list(distinct), batch_size=64, normalize_embeddings=True, convert_to_numpy=True
+        )
+        return vectors[position]
 
     return embed
 
