@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import postgres  # noqa: F401  (the fixture: one PostgreSQL per session)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
