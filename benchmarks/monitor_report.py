@@ -119,10 +119,11 @@ def build_log(db_url: str, num_rows: int, now: float) -> None:
         return
     import psycopg
 
+    columns = ",".join(f'"{c}"' for c in COLUMNS)  # "user" is a reserved word in PostgreSQL
     with psycopg.connect(normalize_db_url(db_url).replace("+psycopg", "")) as conn:
         with conn.cursor() as cursor:
             for start in range(0, num_rows, CHUNK):
-                with cursor.copy(f"COPY completions ({','.join(COLUMNS)}) FROM STDIN") as copy:
+                with cursor.copy(f"COPY completions ({columns}) FROM STDIN") as copy:
                     for row in rows(rng, start, min(CHUNK, num_rows - start), num_rows, now):
                         copy.write_row(row)
         conn.execute("ANALYZE completions")
