@@ -20,6 +20,10 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_WINDOW_S = 7 * 86400
 
 
+FILE_TTL_S = 30 * 86400
+"""Batch input, output and error files expire after 30 days, as OpenAI's do by default."""
+
+
 def new_file_id() -> str:
     return f"file-{uuid.uuid4().hex[:24]}"
 
@@ -58,12 +62,27 @@ class FileObject(OpenAIModel):
         )
 
 
-class FileList(OpenAIModel):
+class CursorList(OpenAIModel):
+    """OpenAI's cursor-paginated list: the next page starts ``after`` its ``last_id``."""
+
     object: Literal["list"] = "list"
-    data: list[FileObject]
+    data: list
     has_more: bool = False
     first_id: str | None = None
     last_id: str | None = None
+
+    @classmethod
+    def page(cls, data: list, has_more: bool):
+        return cls(
+            data=data,
+            has_more=has_more,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
+
+class FileList(CursorList):
+    data: list[FileObject]
 
 
 class FileDeleted(OpenAIModel):
@@ -193,12 +212,8 @@ class BatchObject(OpenAIModel):
         )
 
 
-class BatchList(OpenAIModel):
-    object: Literal["list"] = "list"
+class BatchList(CursorList):
     data: list[BatchObject]
-    has_more: bool = False
-    first_id: str | None = None
-    last_id: str | None = None
 
 
 class BatchResponse(BaseModel):

@@ -29,13 +29,11 @@ from llmloop.feedback.batches import BatchStore, BatchWork, ClaimedLine
 from llmloop.feedback.files import FileBlobs
 from llmloop.serve.batch.dispatch import Dispatcher, LineOwner
 from llmloop.serve.batch.metrics import BatchMetrics
-from llmloop.serve.batch.protocol import BatchLineError, BatchOutputLine
-from llmloop.serve.batch.validate import parse_input
+from llmloop.serve.batch.protocol import FILE_TTL_S, BatchLineError, BatchOutputLine
+from llmloop.serve.batch.validate import batch_error, parse_input
 
 logger = logging.getLogger(__name__)
 
-FILE_TTL_S = 30 * 86400
-"""Output and error files expire 30 days after the batch ends, as OpenAI's batch files do."""
 CENSUS_INTERVAL_S = 5.0
 """How often the batches-by-status and queue-depth gauges are counted in the database."""
 YIELD_CHECK_S = 0.05
@@ -289,13 +287,15 @@ class BatchRunner:
 
     def _validate(self, batch: Row) -> None:
         if batch.expires_at <= time.time():
-            errors = [_error("batch_expired", "the completion window ended before validation")]
+            errors = [batch_error("batch_expired", "the completion window ended before validation")]
             self.store.fail_batch(batch.id, self.worker, errors)
             return
         try:
             data = self.blobs.read(batch.input_file_id)
         except FileNotFoundError:
-            errors = [_error("invalid_file", f"the input file {batch.input_file_id} was deleted")]
+            errors = [
+                batch_error("invalid_file", f"the input file {batch.input_file_id} was deleted")
+            ]
             self.store.fail_batch(batch.id, self.worker, errors)
             return
         parsed = parse_input(data, batch.endpoint, self.limits.max_line_bytes)
@@ -355,7 +355,3 @@ class BatchRunner:
 def _file_id(batch_id: str, kind: str) -> str:
     """The same id each time a batch is finalized, so a retried finalization replaces its file."""
     return "file-" + hashlib.sha256(f"{batch_id}/{kind}".encode()).hexdigest()[:24]
-
-
-def _error(code: str, message: str) -> dict:
-    return {"code": code, "message": message, "param": None, "line": None}

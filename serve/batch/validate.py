@@ -47,7 +47,7 @@ def parse_input(data: bytes, endpoint: str | None, max_line_bytes: int) -> Parse
         error = _check_line(raw, endpoint, max_line_bytes, seen, parsed)
         if error is not None:
             code, message, param = error
-            parsed.errors.append({"code": code, "message": message, "param": param, "line": number})
+            parsed.errors.append(batch_error(code, message, param, number))
         if len(parsed.lines) > MAX_LINES:
             parsed.errors.append(_file_error(f"a batch holds at most {MAX_LINES} requests"))
             break
@@ -124,5 +124,10 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def batch_error(code: str, message: str, param: str | None = None, line: int | None = None) -> dict:
+    """One entry of a failed batch's ``errors`` (OpenAI's BatchError)."""
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
 def _file_error(message: str) -> dict:
-    return {"code": "invalid_file", "message": message, "param": None, "line": None}
+    return batch_error("invalid_file", message)

@@ -79,13 +79,7 @@ async def list_batches(
 ) -> BatchList:
     store = batch_state(request).store
     page = await asyncio.to_thread(store.list_batches, visible_to(key), after, limit)
-    data = [BatchObject.of(row) for row in page.rows]
-    return BatchList(
-        data=data,
-        has_more=page.has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return BatchList.page([BatchObject.of(row) for row in page.rows], page.has_more)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject)

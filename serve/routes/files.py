@@ -15,7 +15,13 @@ from fastapi.responses import FileResponse
 from llmloop.feedback.files import FileTooLargeError
 from llmloop.serve.auth.deps import limit_infer, require_infer
 from llmloop.serve.auth.keys import ApiKey
-from llmloop.serve.batch.protocol import FileDeleted, FileList, FileObject, new_file_id
+from llmloop.serve.batch.protocol import (
+    FILE_TTL_S,
+    FileDeleted,
+    FileList,
+    FileObject,
+    new_file_id,
+)
 from llmloop.serve.batch.state import ID_PATTERN, IdPath, batch_state, owner_of, visible_to
 from llmloop.serve.errors import BadRequestError, NotFoundError, RequestTooLargeError
 
@@ -23,8 +29,6 @@ from llmloop.serve.errors import BadRequestError, NotFoundError, RequestTooLarge
 router = APIRouter()
 KeyDep = Annotated[ApiKey | None, Depends(require_infer)]
 UPLOAD_PURPOSES = ("batch",)
-BATCH_FILE_TTL_S = 30 * 86400
-"""Uploaded batch files expire after 30 days, as OpenAI's do by default."""
 READ_CHUNK = 1 << 20
 
 
@@ -70,7 +74,7 @@ async def create_file(
         bytes=size,
         filename=_display_name(file.filename),
         purpose=purpose,
-        expires_at=now + BATCH_FILE_TTL_S,
+        expires_at=now + FILE_TTL_S,
         api_key_id=api_key_id,
         project=project,
     )
@@ -95,13 +99,7 @@ async def list_files(
 ) -> FileList:
     store = batch_state(request).store
     page = await asyncio.to_thread(store.list_files, visible_to(key), purpose, after, limit, order)
-    data = [FileObject.of(row) for row in page.rows]
-    return FileList(
-        data=data,
-        has_more=page.has_more,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-    )
+    return FileList.page([FileObject.of(row) for row in page.rows], page.has_more)
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject)
