@@ -18,7 +18,7 @@ class CompletionRecord:
     endpoint: str
     """"chat.completions" | "completions"."""
     model: str
-    """The name the client asked for (base model or adapter name)."""
+    """What answered: the base model or adapter the client named, or a route's version."""
     base_model: str
     adapter: str | None
     adapter_version: int | None
@@ -50,6 +50,9 @@ class CompletionRecord:
     trace_id: str | None = None
     """The request's OpenTelemetry trace id (32 hex digits) when the server exports traces
     (``--otlp-traces-endpoint``); None otherwise."""
+    route: str | None = None
+    """The route the client named (``model`` is then the version that answered, ``NAME@V``);
+    None when the client named a model or adapter directly."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))

@@ -75,11 +75,13 @@ completions = Table(
     Column("labelled_by", String(64)),  # the key id behind the latest feedback
     Column("tools", JSON),  # the request's tool definitions (OpenAI's shape); null: none
     Column("trace_id", String(32)),  # OpenTelemetry's, 32 hex digits; null: not traced
+    Column("route", String(256)),  # the route the client asked for; `model` is its version
     Index("ix_completions_created", "created", "id"),
     Index("ix_completions_model_created", "model", "created"),
     Index("ix_completions_rating_created", "rating", "created"),
     Index("ix_completions_labelled_created", "num_feedback", "created"),
     Index("ix_completions_prompt_hash", "prompt_hash"),
+    Index("ix_completions_route_created", "route", "created"),
 )
 
 feedback = Table(
@@ -177,6 +179,47 @@ batch_lines = Table(
     UniqueConstraint("batch_id", "custom_id", name="uq_batch_lines_custom_id"),
 )
 
+routes = Table(
+    "routes",
+    metadata,
+    Column("name", String(256), primary_key=True),  # the model name clients send
+    Column("versions", JSON, nullable=False),  # [{"ref": "support@3", "weight": 100}, ...]
+    Column("canary", JSON),  # {"ref", "weight", "started", thresholds...}; null: none
+    Column("shadow", JSON),  # {"ref", "fraction"}; null: none
+    Column("revision", Integer, nullable=False),  # +1 on every change (compare-and-set)
+    Column("updated", Float, nullable=False),
+)
+
+route_events = Table(
+    "route_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("route", String(256), nullable=False),
+    Column("created", Float, nullable=False),
+    Column("kind", String(32), nullable=False),  # set | canary | promote | rollback | loop ...
+    Column("actor", String(128)),  # a key id, "cli", or the server that acted on its own
+    Column("reason", Text),
+    Column("before", JSON),  # the route as it was (rollback restores it)
+    Column("after", JSON),
+    Index("ix_route_events_route_created", "route", "created"),
+)
+
+shadow_completions = Table(
+    "shadow_completions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("completion_id", String(128), nullable=False),  # the primary's answer
+    Column("route", String(256), nullable=False),
+    Column("model", String(256), nullable=False),  # the shadow version, NAME@V
+    Column("created", Float, nullable=False),
+    Column("output", Text, nullable=False),  # redacted as the primary's
+    Column("finish_reason", String(32)),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("latency_s", Float, nullable=False),
+    Index("ix_shadow_completions_route_created", "route", "created"),
+    Index("ix_shadow_completions_completion_id", "completion_id"),
+)
+
 schema_version = Table(
     "llmloop_schema_version",
     MetaData(),
@@ -224,6 +267,17 @@ def _v5_trace_id(op: Operations) -> None:
         op.add_column("completions", Column("trace_id", String(32)))
 
 
+def _v6_routes(op: Operations) -> None:
+    """Versioned routes (canary, shadow, rollback), their events, and shadow answers."""
+    bind = op.get_bind()
+    for table in (routes, route_events, shadow_completions):
+        table.create(bind, checkfirst=True)  # a fresh database got them from _v1_initial
+    existing = {c["name"] for c in inspect(bind).get_columns("completions")}
+    if "route" not in existing:
+        op.add_column("completions", Column("route", String(256)))
+        op.create_index("ix_completions_route_created", "completions", ["route", "created"])
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
 # (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
 # today's tables, so later entries must tolerate what it already made.
@@ -233,6 +287,7 @@ MIGRATIONS: list[Callable[[Operations], None]] = [
     _v3_tools,
     _v4_batches,
     _v5_trace_id,
+    _v6_routes,
 ]
 
 

@@ -327,6 +327,7 @@ def _row(r: CompletionRecord) -> dict:
         "project": r.project,
         "tools": r.tools,
         "trace_id": r.trace_id,
+        "route": r.route,
         "prompt_hash": r.prompt_hash,
         "search_text": f"{prompt_text}\n{output}".lower(),
         "prompt_preview": _last_user_turn(r.prompt_messages)[:200],

@@ -24,6 +24,7 @@ from llmloop.feedback.batches import BatchStore
 from llmloop.feedback.db import create_db_engine
 from llmloop.feedback.files import FileBlobs
 from llmloop.feedback.log import RequestLog
+from llmloop.feedback.routes import RouteStore
 from llmloop.paths import default_db_url
 from llmloop.serve.admission import Admission
 from llmloop.serve.auth.keyring import KeyRing
@@ -60,6 +61,8 @@ from llmloop.serve.routes import (
     tokenize,
 )
 from llmloop.serve.routes.feedback import router as feedback_router
+from llmloop.serve.routing.metrics import RouteMetrics
+from llmloop.serve.routing.table import RouteTable
 from llmloop.serve.security_headers import EVERY_RESPONSE, SecurityHeadersMiddleware
 from llmloop.serve.tracing import Tracing, TracingMiddleware
 
@@ -118,8 +121,12 @@ def create_app(
     app.state.rate_limiter = RateLimiter(app.state.metrics.rate_limited)
     app.state.sessions = SessionStore()
     app.state.runs_batches = batch_worker
+    app.state.db = create_db_engine(db_url)  # batches and routes (the log has its own)
+    app.state.routes = RouteTable(
+        RouteStore(app.state.db), RouteMetrics(app.state.metrics.registry)
+    )
     app.state.batches = BatchState(
-        BatchStore(create_db_engine(db_url)),
+        BatchStore(app.state.db),
         FileBlobs(),
         config.max_file_bytes,
         config.max_stored_bytes_per_key,
@@ -168,13 +175,16 @@ async def _lifespan(app: FastAPI):
         yield
     finally:
         batch_worker = getattr(app.state, "batch_worker", None)
-        for task in (starting, keys, batch_worker):
+        route_tasks = getattr(app.state, "route_tasks", [])
+        for task in (starting, keys, batch_worker, *route_tasks):
             if task is not None and not task.done():
                 task.cancel()
-        await asyncio.gather(*filter(None, (starting, keys, batch_worker)), return_exceptions=True)
+        await asyncio.gather(
+            *filter(None, (starting, keys, batch_worker, *route_tasks)), return_exceptions=True
+        )
         if (dispatcher := getattr(app.state, "batch_dispatcher", None)) is not None:
             await dispatcher.aclose()
-        app.state.batches.store.engine.dispose()
+        app.state.db.dispose()
         if app.state.owns_keyring:
             app.state.keyring.close()
         await app.state.request_log.aclose()  # drained requests are logged before we exit
@@ -199,6 +209,7 @@ async def _start_engine(app: FastAPI) -> None:
         engine = await starting_engine
         for name, path in app.state.config.adapters:
             await adapters.load_adapter(app, engine, name, path)
+        await _first_routes(app, engine)
     except asyncio.CancelledError:
         raise
     except BaseException as e:
@@ -210,8 +221,20 @@ async def _start_engine(app: FastAPI) -> None:
     app.state.admission = Admission(config.max_queue_time_s, engine.max_num_seqs)
     app.state.engine = engine
     logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
+    app.state.route_tasks = [
+        asyncio.create_task(app.state.routes.keep_fresh(engine), name="routes"),
+    ]
     if app.state.runs_batches:
         _start_batch_worker(app, engine.max_num_seqs)
+
+
+async def _first_routes(app: FastAPI, engine: Engine) -> None:
+    """The routes and their versions before ``/health`` says ready (a database that is down
+    leaves them to the refresh that follows)."""
+    try:
+        await app.state.routes.refresh(engine)
+    except Exception as e:
+        logger.warning("could not read routes from the log database: %s", e)
 
 
 async def _migrate_batches(app: FastAPI) -> None:

@@ -4,9 +4,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from llmloop.serve.auth.deps import request_key
 from llmloop.serve.auth.keys import ApiKey
 from llmloop.serve.engine_api import Engine
 from llmloop.serve.errors import EngineNotReadyError, NotFoundError
+from llmloop.serve.routing.table import RouteTable, Target
 
 
 def get_engine(request: Request) -> Engine:
@@ -20,22 +22,43 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def resolve_lora(engine: Engine, model: str, key: ApiKey | None = None) -> str | None:
-    """``None`` for the base model, the adapter name for a loaded adapter; 404 for a model that
-    is not loaded or that ``key`` may not use (as OpenAI: a model you cannot use does not exist)."""
-    available = visible_models(engine, key)
+def resolve_target(request: Request, model: str, user: str | None = None) -> Target:
+    """Where a request for ``model`` goes: a route's version (sticky per ``user``, else per key),
+    the base model, or a loaded adapter; 404 for a name that is not served or that the key may
+    not use (as OpenAI: a model you cannot use does not exist)."""
+    engine: Engine = request.app.state.engine
+    key = request_key(request)
+    table: RouteTable | None = request.app.state.routes
+    if table is not None and _may_use(key, model):
+        target = table.target(model, user or (key.id if key else None))
+        if target is not None:
+            if not target.model:
+                raise EngineNotReadyError(
+                    f"no version of route {model!r} is loaded on this server yet; retry shortly",
+                    code="route_unavailable",
+                    headers={"Retry-After": "5"},
+                )
+            return target
+    available = visible_models(request, engine, key)
     if model not in available:
         raise NotFoundError(
             f"The model `{model}` does not exist. Available: {', '.join(available)}",
             param="model",
             code="model_not_found",
         )
-    return None if model == engine.model_name else model
+    return Target(model=model, lora=None if model == engine.model_name else model)
 
 
-def visible_models(engine: Engine, key: ApiKey | None) -> list[str]:
-    names = [engine.model_name, *(adapter.name for adapter in engine.list_loras())]
-    return [n for n in names if key is None or key.models is None or n in key.models]
+def visible_models(request: Request, engine: Engine, key: ApiKey | None) -> list[str]:
+    """The names ``key`` may send as ``model``: routes, the base model, loaded adapters."""
+    table: RouteTable | None = request.app.state.routes
+    routes = list(table.routes) if table is not None else []
+    names = [*routes, engine.model_name, *(adapter.name for adapter in engine.list_loras())]
+    return [name for name in names if _may_use(key, name)]
+
+
+def _may_use(key: ApiKey | None, model: str) -> bool:
+    return key is None or key.models is None or model in key.models
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]

@@ -139,6 +139,9 @@ class VllmEngine:
         self.vocab_size = llm.model_config.get_vocab_size()
         self.max_num_seqs = config.max_num_seqs
         self._lora_requests: dict[str, LoRARequest] = {}
+        self._retired: dict[str, LoRARequest] = {}
+        """Removed adapters, for requests sent to them before (vLLM reloads one from its path
+        if a request needs it again): a rollback never fails the requests in flight."""
         self._adapters: dict[str, LoadedAdapter] = {}
         self._next_lora_id = 1
         self._beam_search = _BeamSearcher(llm)
@@ -183,7 +186,11 @@ class VllmEngine:
         request_id: str,
         lora_name: str | None,
     ) -> AsyncIterator[EngineOutput]:
-        lora_request = self._lora_requests.get(lora_name) if lora_name else None
+        lora_request = None
+        if lora_name is not None:
+            lora_request = self._lora_requests.get(lora_name) or self._retired.get(lora_name)
+            if lora_request is None:
+                raise EngineRequestError(f"no adapter named {lora_name!r} is loaded")
         prompt = tokens_input(prompt_token_ids)
         try:
             if options.use_beam_search:
@@ -224,12 +231,14 @@ class VllmEngine:
             raise EngineRequestError(f"cannot load adapter {name!r} from {path}: {e}") from e
         self._next_lora_id += 1
         self._lora_requests[name] = request
+        self._retired.pop(name, None)
         self._adapters[name] = LoadedAdapter(name=name, path=path, created=int(time.time()))
         return self._adapters[name]
 
     async def remove_lora(self, name: str) -> None:
         request = self._lora_requests.pop(name)
         self._adapters.pop(name)
+        self._retired[name] = request
         await self._llm.remove_lora(request.lora_int_id)
 
     def list_loras(self) -> list[LoadedAdapter]:

@@ -22,15 +22,15 @@ from fastapi.responses import StreamingResponse
 from opentelemetry.trace import Span
 from pydantic import BaseModel
 
-from llmloop.serve.auth.deps import request_key
 from llmloop.serve.batch.dispatch import BATCH_PRIORITY, batch_line_of
-from llmloop.serve.deps import resolve_lora
+from llmloop.serve.deps import resolve_target
 from llmloop.serve.engine_api import Engine, SamplingOptions, SequenceOutput, TokenLogprob
 from llmloop.serve.generation import check_token_ids, generate_all, generate_stream
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked, Guardrails
 from llmloop.serve.logprobs import LogprobGate, SentLogprob
 from llmloop.serve.protocol import SamplingRequest, UsageInfo
 from llmloop.serve.records import log_completion, logged_choice
+from llmloop.serve.routing.table import Target
 from llmloop.serve.streaming import DONE, sse_response, until_disconnected
 from llmloop.serve.tracing import Tracing
 
@@ -71,7 +71,8 @@ class ServeContext(ABC):
     endpoint: ClassVar[str]
     """The request log's name for it: "chat.completions" | "completions"."""
     id_prefix: ClassVar[str]
-    lora: str | None = field(init=False)
+    target: Target = field(init=False)
+    """What answers: a route's version, the base model or an adapter."""
     id: str = field(init=False)
     created: int = field(default_factory=lambda: int(time.time()))
     started: float = field(default_factory=time.monotonic)
@@ -90,10 +91,19 @@ class ServeContext(ABC):
     """For the prompt and the log (chat): the tools the model is shown, after redaction."""
 
     def __post_init__(self) -> None:
-        self.lora = resolve_lora(self.engine, self.body.model, request_key(self.request))
+        self.target = resolve_target(self.request, self.body.model, self.body.user)
         self.id = f"{self.id_prefix}-{uuid.uuid4().hex}"
         self.guardrails = self.request.app.state.guardrails
         self.redactor = self.guardrails.redactor() if self.guardrails else None
+
+    @property
+    def lora(self) -> str | None:
+        return self.target.lora
+
+    @property
+    def model(self) -> str:
+        """The response's and the log's ``model``: the version that answered."""
+        return self.target.model
 
     @property
     def tracing(self) -> Tracing:
@@ -154,7 +164,11 @@ class ServeContext(ABC):
         return options if headers is None else dataclasses.replace(options, trace_headers=headers)
 
     def _engine_attributes(self) -> dict:
-        return {"gen_ai.request.model": self.body.model, "gen_ai.response.id": self.id}
+        return {
+            "gen_ai.request.model": self.body.model,
+            "gen_ai.response.model": self.model,
+            "gen_ai.response.id": self.id,
+        }
 
     # -- whole answers ----------------------------------------------------------------------
 

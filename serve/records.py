@@ -6,6 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from llmloop.feedback.record import DEFAULT_PROJECT, CompletionRecord
+from llmloop.feedback.routes import parse_ref
 from llmloop.serve.auth.deps import request_key
 from llmloop.serve.tracing import current_trace_id
 
@@ -23,10 +24,10 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
             id=ctx.id,
             created=time.time(),
             endpoint=ctx.endpoint,
-            model=body.model,
+            model=ctx.model,
             base_model=state.engine.model_name,
             adapter=ctx.lora,
-            adapter_version=state.adapter_versions.get(ctx.lora) if ctx.lora else None,
+            adapter_version=_adapter_version(ctx),
             messages=ctx.messages,
             prompt=ctx.prompt,
             citations=ctx.citations,
@@ -40,6 +41,7 @@ def log_completion(ctx: "ServeContext", choices: list[dict], num_completion_toke
             project=key.log_project if key else DEFAULT_PROJECT,
             tools=ctx.tools or None,
             trace_id=current_trace_id(),
+            route=ctx.target.route,
         )
     )
 
@@ -50,3 +52,13 @@ def logged_choice(
     """``tool_calls`` in OpenAI's shape; ``text`` is then the content beside them."""
     choice = {"index": index, "text": text or "", "finish_reason": finish_reason}
     return choice | {"tool_calls": tool_calls} if tool_calls else choice
+
+
+def _adapter_version(ctx: "ServeContext") -> int | None:
+    """A route's version names its registry version (``support@4``); a named adapter's was
+    noted when it loaded."""
+    if ctx.lora is None:
+        return None
+    if ctx.target.route is not None:
+        return parse_ref(ctx.lora)[1]
+    return ctx.request.app.state.adapter_versions.get(ctx.lora)

@@ -155,7 +155,7 @@ class ChatContext(ServeContext):
     def response(self, choices: list[Choice], usage: UsageInfo) -> ChatCompletionResponse:
         prompt_logprobs = choices[0].prompt_logprobs if choices else None
         return ChatCompletionResponse(
-            id=self.id, created=self.created, model=self.body.model, usage=usage,
+            id=self.id, created=self.created, model=self.model, usage=usage,
             choices=[self._choice(c) for c in choices], citations=_citations(self.citations),
             prompt_logprobs=prompt_logprobs_of(prompt_logprobs, self.body.prompt_logprobs or 0),
         )  # fmt: skip
@@ -164,7 +164,7 @@ class ChatContext(ServeContext):
         message = ChatResponseMessage(content=REFUSAL, refusal=REFUSAL)
         refused = ChatCompletionChoice(index=0, message=message, finish_reason=CONTENT_FILTER)
         return ChatCompletionResponse(
-            id=self.id, created=self.created, model=self.body.model, usage=UsageInfo.of(0, 0),
+            id=self.id, created=self.created, model=self.model, usage=UsageInfo.of(0, 0),
             choices=[refused],
         )  # fmt: skip
 
@@ -248,7 +248,7 @@ class ChatContext(ServeContext):
     ) -> str:
         return sse(
             ChatCompletionChunk(
-                id=self.id, created=self.created, model=self.body.model, choices=choices,
+                id=self.id, created=self.created, model=self.model, choices=choices,
                 usage=usage, citations=_citations(citations),
             )
         )  # fmt: skip

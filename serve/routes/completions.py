@@ -137,7 +137,7 @@ class CompletionContext(ServeContext):
         self, choices: list[CompletionChoice], usage: UsageInfo | None = None
     ) -> CompletionResponse:
         return CompletionResponse(
-            id=self.id, created=self.created, model=self.body.model, choices=choices, usage=usage
+            id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
         )
 
     def _choice(self, choice: Choice) -> CompletionChoice:

@@ -1,10 +1,11 @@
-"""``GET /v1/models``: the base model and every loaded adapter (``parent`` = the base)."""
+"""``GET /v1/models``: routes (``root``: the primary version), the base model and every loaded
+adapter (``parent`` = the base); a key restricted to some models sees those."""
 
 import time
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from llmloop.serve.auth.deps import require_infer
+from llmloop.serve.auth.deps import request_key, require_infer
 from llmloop.serve.deps import EngineDep
 from llmloop.serve.protocol import ModelCard, ModelList
 
@@ -13,7 +14,7 @@ _STARTED = int(time.time())
 
 
 @router.get("/v1/models", response_model=ModelList)
-async def list_models(engine: EngineDep) -> ModelList:
+async def list_models(request: Request, engine: EngineDep) -> ModelList:
     base = ModelCard(
         id=engine.model_name,
         created=_STARTED,
@@ -30,4 +31,21 @@ async def list_models(engine: EngineDep) -> ModelList:
         )
         for a in engine.list_loras()
     ]
-    return ModelList(data=[base, *adapters])
+    table = request.app.state.routes
+    routes = [
+        ModelCard(
+            id=route.name,
+            created=int(route.updated),
+            root=route.primary,
+            parent=engine.model_name,
+            max_model_len=engine.max_model_len,
+        )
+        for route in (table.routes.values() if table is not None else ())
+    ]
+    key = request_key(request)
+    visible = [
+        card
+        for card in (*routes, base, *adapters)
+        if key is None or key.models is None or card.id in key.models
+    ]
+    return ModelList(data=visible)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 
-from llmloop.serve.auth.deps import limit_infer, request_key
-from llmloop.serve.deps import EngineDep, resolve_lora
+from llmloop.serve.auth.deps import limit_infer
+from llmloop.serve.deps import EngineDep, resolve_target
 from llmloop.serve.engine_api import Engine, Tokenizer
 from llmloop.serve.errors import BadRequestError
 from llmloop.serve.generation import off_loop
@@ -54,7 +54,7 @@ async def detokenize(
 def _check_model(request: Request, engine: Engine, model: str | None) -> None:
     """404 for a name that is not served, or that the key may not use (as chat completions).
     Adapters share the base model's tokenizer, so which one was named changes nothing else."""
-    resolve_lora(engine, model or engine.model_name, request_key(request))
+    resolve_target(request, model or engine.model_name)
 
 
 def _check_vocabulary(token_ids: list[int], vocab_size: int) -> None:

@@ -70,6 +70,7 @@ def test_a_chat_request_is_one_trace_of_its_steps(make_client, receiver):
     engine_span = spans["engine"]
     assert attributes(engine_span.attributes) == {
         "gen_ai.request.model": "fake-model",
+        "gen_ai.response.model": "fake-model",  # a route's version when routed
         "gen_ai.response.id": response.json()["id"],
     }
     # vLLM's own spans become the engine span's children through these headers
