@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, insert, select, update
 
 from llmloop.errors import LLMLoopError
-from llmloop.feedback.schema import migrate, route_events, routes
+from llmloop.feedback.schema import migrate, route_events, routes, shadow_completions
 
 ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@([0-9]{1,9}))?")
@@ -257,6 +257,11 @@ class RouteStore:
             query = query.where(route_events.c.kind == kind)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    def add_shadow(self, row: dict) -> None:
+        """One shadow answer (``shadow_completions``' columns)."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(shadow_completions).values(**row))
 
     # -- internals ---------------------------------------------------------------------------
 

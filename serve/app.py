@@ -62,7 +62,9 @@ from llmloop.serve.routes import (
 )
 from llmloop.serve.routes.feedback import router as feedback_router
 from llmloop.serve.routing.metrics import RouteMetrics
+from llmloop.serve.routing.shadow import ShadowRunner
 from llmloop.serve.routing.table import RouteTable
+from llmloop.serve.routing.watch import CanaryWatch, server_actor
 from llmloop.serve.security_headers import EVERY_RESPONSE, SecurityHeadersMiddleware
 from llmloop.serve.tracing import Tracing, TracingMiddleware
 
@@ -125,6 +127,7 @@ def create_app(
     app.state.routes = RouteTable(
         RouteStore(app.state.db), RouteMetrics(app.state.metrics.registry)
     )
+    app.state.shadow = ShadowRunner(app.state.routes.store, app.state.routes.metrics)
     app.state.batches = BatchState(
         BatchStore(app.state.db),
         FileBlobs(),
@@ -182,6 +185,7 @@ async def _lifespan(app: FastAPI):
         await asyncio.gather(
             *filter(None, (starting, keys, batch_worker, *route_tasks)), return_exceptions=True
         )
+        await app.state.shadow.aclose()
         if (dispatcher := getattr(app.state, "batch_dispatcher", None)) is not None:
             await dispatcher.aclose()
         app.state.db.dispose()
@@ -223,6 +227,16 @@ async def _start_engine(app: FastAPI) -> None:
     logger.info("engine ready: %s (max_model_len=%d)", engine.model_name, engine.max_model_len)
     app.state.route_tasks = [
         asyncio.create_task(app.state.routes.keep_fresh(engine), name="routes"),
+        asyncio.create_task(
+            CanaryWatch(
+                app.state.routes.store,
+                app.state.db,
+                app.state.routes,
+                app.state.routes.metrics,
+                actor=server_actor(config.host, config.port),
+            ).run(engine),
+            name="canary-watch",
+        ),
     ]
     if app.state.runs_batches:
         _start_batch_worker(app, engine.max_num_seqs)

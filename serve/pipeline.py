@@ -89,6 +89,8 @@ class ServeContext(ABC):
     citations: list[dict] = field(default_factory=list)
     tools: list[dict] = field(default_factory=list)
     """For the prompt and the log (chat): the tools the model is shown, after redaction."""
+    options: SamplingOptions | None = None
+    """What the engine ran, once it did (a shadow run repeats it)."""
 
     def __post_init__(self) -> None:
         self.target = resolve_target(self.request, self.body.model, self.body.user)
@@ -146,6 +148,7 @@ class ServeContext(ABC):
             options = dataclasses.replace(options, priority=BATCH_PRIORITY)
         else:  # a batch line waits its turn in the engine's queue instead
             self.request.app.state.admission.check(self.num_choices)  # 503 before a stream
+        self.options = options
         if self.body.stream:
             return sse_response(self._stream(options))
         return await self._full(options)
@@ -157,6 +160,8 @@ class ServeContext(ABC):
         logged = [self.logged_choice(*choice) for choice in choices]
         with self.tracing.span("log"):
             log_completion(self, logged, num_completion_tokens)
+        if self.options is not None:  # answered by the engine (not refused on input)
+            self.request.app.state.shadow.after(self, self.options)
 
     def _traced(self, options: SamplingOptions, span: Span) -> SamplingOptions:
         """``options`` with the trace headers that make vLLM's spans children of ``span``."""
