@@ -11,6 +11,7 @@ from llmloop import registry
 from llmloop.config_docs import field_docs
 from llmloop.config_flags import add_field_flag, add_field_flags
 from llmloop.models import DEFAULT_MODEL, resolve_model
+from llmloop.paths import default_db_url
 from llmloop.preflight import check_serving_install
 from llmloop.serve.config import ConfigError, EngineConfig, ServerConfig
 from llmloop.serve.protocol import DEFAULTABLE_FIELDS
@@ -144,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         e,
         EngineConfig,
         "enable_lora",
-        help="Serve LoRA adapters: needed for /v1/load_lora_adapter; implied by --adapter. Off by "
-        "default, as in vLLM: once enabled, the LoRA kernels run on every engine step.",
+        help="Serve LoRA adapters: needed for /v1/load_lora_adapter; implied by --adapter and by "
+        "routes in the log database that name adapters (`llmloop deploy`). Off by default, as "
+        "in vLLM: once enabled, the LoRA kernels run on every engine step.",
     )
     add_field_flags(e, EngineConfig, "max_lora_rank", "max_loras", "max_cpu_loras", "seed")
     add_field_flag(e, EngineConfig, "tool_call_parser")
@@ -156,6 +158,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     check_serving_install()
     server_config, engine_config = build_configs(args)
+    if not engine_config.enable_lora and routes_name_adapters(
+        server_config.db_url or default_db_url(), engine_config.served_model_name
+    ):
+        print("Routes in the log database name adapters: LoRA enabled.", flush=True)
+        engine_config = dataclasses.replace(engine_config, enable_lora=True)
     return run_server(server_config, engine_config, args.log_level, not args.disable_access_log)
 
 
@@ -179,6 +186,22 @@ def build_configs(args: argparse.Namespace) -> tuple[ServerConfig, EngineConfig]
         adapters=tuple(parse_adapter(spec) for spec in args.adapter),
     )
     return server_config, engine_config
+
+
+def routes_name_adapters(db_url: str, base_model: str) -> bool:
+    """Whether a route (``llmloop deploy``) runs a version other than the base model, so the
+    engine needs LoRA (a route added later to a server without it is reported, not served)."""
+    from llmloop.feedback.db import create_db_engine
+    from llmloop.feedback.routes import RouteStore
+
+    engine = create_db_engine(db_url)
+    try:
+        routes = RouteStore(engine).all()
+    except Exception:  # no routes table yet, or the database is down: the server says so later
+        return False
+    finally:
+        engine.dispose()
+    return any(ref != base_model for route in routes for ref in route.refs)
 
 
 def _flag_values(cls: type, values: dict) -> dict:

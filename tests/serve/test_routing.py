@@ -192,3 +192,18 @@ def test_changing_one_weight_moves_users_only_to_or_from_that_version():
 def test_without_a_user_or_key_each_request_is_drawn_anew():
     route = Route("r", (Version("a@1", 1), Version("b@1", 1)))
     assert len({assign(route, None, {"a@1", "b@1"}) for _ in range(50)}) == 2
+
+
+def test_the_server_enables_lora_when_routes_name_adapters(tmp_path):
+    from llmloop.feedback.db import create_db_engine
+    from llmloop.feedback.routes import RouteStore
+    from llmloop.serve.cli import routes_name_adapters
+
+    db_url = f"sqlite:///{tmp_path}/log.db"
+    assert not routes_name_adapters(db_url, "base")  # no tables yet
+    store = RouteStore(create_db_engine(db_url))
+    store.migrate()
+    store.set("plain", [Version("base", 1)], None, actor="test")
+    assert not routes_name_adapters(db_url, "base")
+    store.set("tuned", [Version("base", 9), Version("tuned@1", 1)], None, actor="test")
+    assert routes_name_adapters(db_url, "base")
