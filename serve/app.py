@@ -51,6 +51,7 @@ from llmloop.serve.routes import (
     batches,
     chat,
     completions,
+    deploy,
     docs,
     embeddings,
     files,
@@ -143,6 +144,7 @@ def create_app(
     app.include_router(feedback_router)
     app.include_router(session.router)
     app.include_router(docs.router)
+    app.include_router(deploy.router)
     _add_error_handlers(app)
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
