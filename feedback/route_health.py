@@ -116,25 +116,40 @@ def stable_health(route: Route, health: dict[str, VersionHealth]) -> VersionHeal
     )
 
 
-def breaches(canary: Canary, health: VersionHealth, stable: VersionHealth) -> list[str]:
-    """Why the canary is worse, one reason per threshold it breaches; [] before
-    ``min_requests`` or when healthy."""
+@dataclass(frozen=True)
+class Breach:
+    """One threshold a canary breaches."""
+
+    threshold: str
+    """``error_rate``, ``refusal_rate``, ``negative_feedback_rate`` or ``latency_ratio`` (the
+    ``reason`` label of ``llmloop:route_rollbacks_total``)."""
+    message: str
+    """For people: the measured value, the limit and over how many requests."""
+
+
+def breaches(canary: Canary, health: VersionHealth, stable: VersionHealth) -> list[Breach]:
+    """Why the canary is worse, one breach per threshold (errors, refusals, negative feedback,
+    latency: the first names a rollback in ``/metrics``); [] before ``min_requests`` or when
+    healthy."""
     t = canary.thresholds
     if health.requests < t.min_requests:
         return []
-    reasons = []
-    for name, rate, limit in (
-        ("error rate", health.error_rate, t.max_error_rate),
-        ("refusal rate", health.refusal_rate, t.max_refusal_rate),
-        ("negative feedback rate", health.negative_feedback_rate, t.max_negative_feedback_rate),
+    found = []
+    for threshold, rate, limit in (
+        ("error_rate", health.error_rate, t.max_error_rate),
+        ("refusal_rate", health.refusal_rate, t.max_refusal_rate),
+        ("negative_feedback_rate", health.negative_feedback_rate, t.max_negative_feedback_rate),
     ):
         if rate > limit:
-            reasons.append(f"{name} {rate:.3f} > {limit:g} over {health.requests} requests")
+            name = threshold.replace("_", " ")
+            message = f"{name} {rate:.3f} > {limit:g} over {health.requests} requests"
+            found.append(Breach(threshold, message))
     if health.latency_p50_s is not None and stable.latency_p50_s:
         ratio = health.latency_p50_s / stable.latency_p50_s
         if ratio > t.max_latency_ratio:
-            reasons.append(f"latency ratio {ratio:.2f} > {t.max_latency_ratio:g} (p50 vs stable)")
-    return reasons
+            message = f"latency ratio {ratio:.2f} > {t.max_latency_ratio:g} (p50 vs stable)"
+            found.append(Breach("latency_ratio", message))
+    return found
 
 
 def _count_if(condition):
