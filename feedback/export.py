@@ -37,6 +37,7 @@ from llmloop.feedback.store import ConversationFilter, FeedbackStore
 
 Format = Literal["sft", "dpo", "kto"]
 FORMATS: tuple[str, ...] = ("sft", "dpo", "kto")
+FILTERS_RECORDED = ("since", "until", "model", "project", "route", "labelled_since")
 NEEDS = {
     "sft": "corrections or answers rated +1",
     "dpo": "corrections or preferences (preferred_over)",
@@ -77,7 +78,7 @@ def export(store: FeedbackStore, fmt: Format, out: Path, filters: ConversationFi
         "sha256": hashlib.sha256(data).hexdigest(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "db": redact_url(store.db_url),
-        "filters": {k: getattr(filters, k) for k in ("since", "until", "model", "project")},
+        "filters": {k: getattr(filters, k) for k in FILTERS_RECORDED},
         "counts": dict(sorted(counts.items())),
     }
     _write_atomic(out, data)
@@ -252,7 +253,7 @@ def _scrub(row: dict) -> tuple[dict, int]:
 
 
 def _describe(filters: ConversationFilter) -> str:
-    given = {k: getattr(filters, k) for k in ("since", "until", "model")}
+    given = {k: getattr(filters, k) for k in FILTERS_RECORDED if k != "project"}
     given = {k: v for k, v in given.items() if v is not None}
     return (" (filters: " + ", ".join(f"{k}={v}" for k, v in given.items()) + ")") if given else ""
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, exc, func, or_, select, update
+from sqlalchemy import Engine, and_, exc, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from llmloop.feedback.db import SQLITE_BUSY_TIMEOUT_S, create_db_engine
@@ -52,6 +52,11 @@ class ConversationFilter:
     """Only this project's completions (a label key's view); None: every project."""
     api_key_id: str | None = None
     """Only completions made with this key (an infer key's own)."""
+    route: str | None = None
+    """Only completions the client asked of this route (``model`` is then the version)."""
+    labelled_since: float | None = None
+    """Only completions given feedback at or after this time (unix seconds); a preference
+    counts from when it was given (``llmloop loop``: what is new since the last run)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +245,7 @@ class FeedbackStore:
             select(feedback.c.completion_id, feedback.c.preferred_over, feedback.c.api_key_id)
             .join(completions, completions.c.id == feedback.c.completion_id)
             .where(feedback.c.preferred_over.is_not(None), *_conditions(filters))
+            .where(feedback.c.created >= (filters.labelled_since or 0.0))
             .order_by(feedback.c.id)
         )
         with self.engine.connect() as conn:
@@ -289,6 +295,15 @@ def _conditions(f: ConversationFilter) -> list:
         conds.append(completions.c.api_key_id == f.api_key_id)
     if f.labelled:
         conds.append(completions.c.num_feedback > 0)
+    if f.route is not None:
+        conds.append(completions.c.route == f.route)
+    if f.labelled_since is not None:
+        given = feedback.alias("given")  # apart from a `feedback` the query itself joins
+        conds.append(
+            exists()
+            .where(given.c.completion_id == completions.c.id, given.c.created >= f.labelled_since)
+            .correlate(completions)
+        )
     if f.q:
         conds.append(completions.c.search_text.contains(f.q.lower(), autoescape=True))
     return conds
