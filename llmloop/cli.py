@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.evals.cli",
         "Run evaluation tasks against an OpenAI-compatible server; compare runs.",
     ),
+    "loop": (
+        "llmloop.finetune.loop",
+        "Run the loop once for a route: feedback -> export -> fine-tune -> eval gate -> canary.",
+    ),
     "bench": (
         "llmloop.evals.bench",
         "Benchmark an OpenAI-compatible server (TTFT, TPOT, ITL, throughput).",
