@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Run a batch file offline, or submit and track one on a server.",
     ),
     "keys": ("llmloop.serve.auth.cli", "Create, list and revoke scoped API keys."),
+    "deploy": (
+        "llmloop.serve.routing.cli",
+        "Route model names to versions: split, canary, shadow, promote, rollback.",
+    ),
     "models": ("llmloop.models_cli", "List base models and adapters in the registry."),
     "rag": ("llmloop.rag.cli", "Index documents and query them (dense + BM25)."),
     "safety": ("llmloop.safety.cli", "Scan text for PII and classify harmful content."),
