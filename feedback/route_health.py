@@ -121,10 +121,12 @@ class Breach:
     """One threshold a canary breaches."""
 
     threshold: str
-    """``error_rate``, ``refusal_rate``, ``negative_feedback_rate`` or ``latency_ratio`` (the
-    ``reason`` label of ``llmloop:route_rollbacks_total``)."""
+    """One of ``BREACH_THRESHOLDS`` (the ``reason`` label of ``llmloop:route_rollbacks_total``)."""
     message: str
     """For people: the measured value, the limit and over how many requests."""
+
+
+BREACH_THRESHOLDS = ("error_rate", "refusal_rate", "negative_feedback_rate", "latency_ratio")
 
 
 def breaches(canary: Canary, health: VersionHealth, stable: VersionHealth) -> list[Breach]:

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from llmloop.feedback.monitor.watch import MonitorMetrics
 from llmloop.serve.metrics import ServerMetrics
+from llmloop.serve.routing.metrics import RouteMetrics
 
 ROOT = Path(__file__).parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "llmloop.json"
@@ -60,7 +61,12 @@ def test_alerts_fire_on_synthetic_series_and_stay_quiet_otherwise():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     tested = set(re.findall(r"alertname: (\w+)", ALERTS_TEST.read_text()))
-    assert {"LlmloopHighErrorRate", "LlmloopDriftDetected"} <= tested
+    assert {
+        "LlmloopHighErrorRate",
+        "LlmloopDriftDetected",
+        "LlmloopCanaryRolledBack",
+        "LlmloopRouteVersionUnavailable",
+    } <= tested
 
 
 def test_every_alert_has_a_duration_a_severity_and_says_what_happened():
@@ -202,9 +208,11 @@ def exported_series(families: dict[str, str]) -> set[str]:
 
 
 def server_family_types() -> dict[str, str]:
-    """The server's families and the watch's, read from their registries (no sample needed)."""
+    """The server's families (its routes' included) and the watch's, read from their registries
+    (no sample needed)."""
     server = ServerMetrics()
     server.watch_request_log(lambda: None)
+    RouteMetrics(server.registry)  # create_app adds the routes' to the server's registry
     return registry_family_types(server.registry) | registry_family_types(MonitorMetrics().registry)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine as DbEngine
 
 from llmloop.feedback.route_health import (
+    BREACH_THRESHOLDS,
     Breach,
     VersionHealth,
     breaches,
@@ -100,6 +101,10 @@ class CanaryWatch:
 
     async def _check(self, route: Route) -> Action | None:
         assert route.canary is not None
+        # at 0 from the canary's start, so that Prometheus sees a first rollback as an increase
+        for threshold in BREACH_THRESHOLDS:
+            self.metrics.rollbacks.labels(route.name, threshold)
+        self.metrics.promotions.labels(route.name)
         verdict = await asyncio.to_thread(self.judge, route)
         if verdict.breaches:
             return await self._roll_back(route, verdict.breaches)

@@ -88,6 +88,7 @@ def test_a_canary_over_the_error_rate_is_rolled_back_by_the_server(canaried):
     assert v2 not in {adapter.name for adapter in client.engine.list_loras()}
     metrics = client.get("/metrics").text
     assert 'llmloop:route_rollbacks_total{reason="error_rate",route="support"} 1.0' in metrics
+    assert 'llmloop:route_rollbacks_total{reason="latency_ratio",route="support"} 0.0' in metrics
     assert f'llmloop:route_weight{{route="support",version="{v2}"}}' not in metrics
 
 
@@ -107,7 +108,8 @@ def test_a_near_miss_leaves_the_canary_running(canaried, canary_rows, why):
 
     assert _check(client, _watch(client)) == [], why
     assert client.app.state.routes.store.require("support").canary is not None
-    assert "llmloop:route_rollbacks_total{" not in client.get("/metrics").text
+    metrics = client.get("/metrics").text
+    assert 'llmloop:route_rollbacks_total{reason="error_rate",route="support"} 0.0' in metrics
 
 
 def test_errors_before_the_canary_started_do_not_count(canaried):
