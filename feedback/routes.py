@@ -340,4 +340,6 @@ class RouteStore:
                 .order_by(route_events.c.id.desc())
                 .limit(1)
             ).first()
-        return Route.from_dict(row[0]) if row else None
+        # A JSON column stores Python's None as JSON null, which `is_not(None)` lets through:
+        # the route's creation (nothing before it) leaves nothing to restore.
+        return Route.from_dict(row[0]) if row and row[0] else None

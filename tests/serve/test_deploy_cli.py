@@ -154,6 +154,7 @@ def test_set_canary_promote_rollback_delete(deploy) -> None:
             "--max-error-rate",
         ),
         (["promote", "support"], "no canary to promote"),
+        (["rollback", "support"], "no earlier split"),
         (["rollback", "nope"], "no route named 'nope'"),
     ],
 )

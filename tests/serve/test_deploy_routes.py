@@ -164,6 +164,7 @@ def test_delete_removes_the_route(client, versions) -> None:
         ),
         ("post", "/support/canary", {"candidate": "support@2"}, 400),
         ("post", "/support/promote", None, 400),  # no canary to promote
+        ("post", "/support/rollback", None, 400),  # no canary, nothing before the route
         ("post", "/support/rollback", {"reason": "x" * 2000}, 400),
         ("post", "/support/rollback", {"why": "x"}, 400),
     ],
