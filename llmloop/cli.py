@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.serve.routing.cli",
         "Route model names to versions: split, canary, shadow, promote, rollback.",
     ),
-    "models": ("llmloop.models_cli", "List base models and adapters in the registry."),
+    "models": (
+        "llmloop.models_cli",
+        "List base models and adapters; register an adapter trained elsewhere.",
+    ),
     "rag": ("llmloop.rag.cli", "Index documents and query them (dense + BM25)."),
     "safety": ("llmloop.safety.cli", "Scan text for PII and classify harmful content."),
     "feedback": (

@@ -19,7 +19,8 @@ PACKAGES = ("serve", "safety", "rag", "evals", "finetune", "feedback")
 """The top-level folders, installed as ``llmloop.<name>`` through llmloop/'s links to them."""
 
 MAY_IMPORT = {
-    "serve": {"rag", "safety", "feedback"},
+    # `deploy compare` reuses the eval harness's paired bootstrap (evals imports none of serve).
+    "serve": {"rag", "safety", "feedback", "evals"},
     # `feedback export` writes training data: it scrubs PII with safety's detector first.
     "feedback": {"safety"},
     "safety": set(),
