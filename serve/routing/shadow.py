@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING
 
 from llmloop.feedback.routes import RouteStore
-from llmloop.serve.errors import APIError
 from llmloop.serve.generation import generate_all
 from llmloop.serve.guardrails import CONTENT_FILTER, REFUSAL, Blocked
 from llmloop.serve.routing.metrics import RouteMetrics
@@ -89,7 +88,7 @@ class ShadowRunner:
                 "latency_s": time.monotonic() - started,
             }
             await asyncio.to_thread(self.store.add_shadow, row)
-        except (APIError, Exception) as e:
+        except Exception as e:  # a shadow run never affects the primary answer
             self.metrics.shadow_requests.labels(route, "failed").inc()
             logger.warning("shadow run of %s on %s failed: %s", ctx.id, ref, e)
             return
