@@ -242,10 +242,13 @@ class RouteStore:
             conn.execute(routes.delete().where(routes.c.name == name))
             self._event(conn, route.name, "delete", actor, None, route, None)
 
-    def record(self, name: str, kind: str, actor: str, reason: str) -> None:
-        """An event that changes nothing (e.g. a ``loop`` run), for ``deploy status``."""
+    def record(
+        self, name: str, kind: str, actor: str, reason: str, detail: dict | None = None
+    ) -> None:
+        """An event that changes nothing (e.g. a ``loop`` run), for ``deploy status``;
+        ``detail``: what a later run reads back (JSON)."""
         with self.engine.begin() as conn:
-            self._event(conn, name, kind, actor, reason, None, None)
+            self._event(conn, name, kind, actor, reason, None, None, detail)
 
     def events(
         self, name: str | None = None, limit: int = 20, kind: str | None = None
@@ -314,6 +317,7 @@ class RouteStore:
         reason: str | None,
         before: Route | None,
         after: Route | None,
+        detail: dict | None = None,
     ) -> None:
         conn.execute(
             insert(route_events).values(
@@ -324,6 +328,7 @@ class RouteStore:
                 reason=reason,
                 before=before.to_dict() if before else None,
                 after=after.to_dict() if after else None,
+                detail=detail,
             )
         )
 

@@ -201,6 +201,7 @@ route_events = Table(
     Column("reason", Text),
     Column("before", JSON),  # the route as it was (rollback restores it)
     Column("after", JSON),
+    Column("detail", JSON),  # what an event that changes nothing records (a loop's cut-off...)
     Index("ix_route_events_route_created", "route", "created"),
 )
 

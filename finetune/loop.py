@@ -40,7 +40,6 @@ from llmloop.paths import default_db_url, runs_dir
 
 NUM_STEPS = 5
 NUM_RESAMPLES = 1000
-CUTOFF = re.compile(r"^feedback until (\S+);")
 """How a ``loop`` event's reason starts: the time its feedback was read, the next run's start
 (the event itself is written minutes later, after training and the gate)."""
 EPILOG = """examples:
@@ -206,11 +205,11 @@ def _run(args: argparse.Namespace, store: FeedbackStore, routes: RouteStore) -> 
     )
     routes.start_canary(route.name, canary, actor="loop")
     reason = (
-        f"feedback until {datetime.fromtimestamp(cutoff, UTC).isoformat()}; {len(news.corrections)} corrections, "
+        f"{len(news.corrections)} corrections, "
         f"{news.num_preferences} preferences, {news.num_upvoted} rated +1; "
         f"{data.num_sft} SFT rows; {candidate} ({artifact.path}); gate: {summary}"
     )
-    routes.record(route.name, "loop", "loop", reason)
+    routes.record(route.name, "loop", "loop", reason, detail={"feedback_until": cutoff})
     print(
         f"canary {candidate} at {args.canary_weight:g}% of users; "
         f"watch it with llmloop deploy status {route.name}"
@@ -240,8 +239,7 @@ def feedback_since(routes: RouteStore, name: str, since: str | None) -> tuple[fl
     last = routes.events(name, limit=1, kind="loop")
     if not last:
         return None, "the beginning (no earlier loop)"
-    match = CUTOFF.match(last[0]["reason"] or "")
-    when = datetime.fromisoformat(match[1]).timestamp() if match else last[0]["created"]
+    when = (last[0]["detail"] or {}).get("feedback_until", last[0]["created"])
     return when, f"{_iso(when)} (the last loop)"
 
 
