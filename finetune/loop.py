@@ -36,7 +36,7 @@ from llmloop.feedback.export import export
 from llmloop.feedback.record import prompt_messages
 from llmloop.feedback.routes import Canary, Route, RouteStore, Thresholds, parse_ref
 from llmloop.feedback.store import ConversationFilter, FeedbackStore, parse_time
-from llmloop.paths import default_db_url, runs_dir
+from llmloop.paths import DB_FLAG_HELP, db_url, runs_dir
 
 NUM_STEPS = 5
 NUM_RESAMPLES = 1000
@@ -127,20 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        help="The log's database URL (default: $LLMLOOP_DB, else sqlite:///$LLMLOOP_HOME/llmloop.db).",
+        help=DB_FLAG_HELP,
     )
     parser.add_argument("--dry-run", action="store_true", help="Stop after the export.")
     return parser
 
 
 def run_loop(args: argparse.Namespace) -> int:
-    db_url = args.db or os.environ.get("LLMLOOP_DB") or default_db_url()
-    store = FeedbackStore(db_url)
+    url = db_url(args.db)
+    store = FeedbackStore(url)
     try:
         return _run(args, store, RouteStore(store.engine))
     except OperationalError as e:
         raise LLMLoopError(
-            f"cannot read the log at {redact_url(db_url)} ({str(e.orig).strip()}); check --db"
+            f"cannot read the log at {redact_url(url)} ({str(e.orig).strip()}); check --db"
         ) from e
     finally:
         store.close()

@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from llmloop.feedback.monitor.watch import (
     serve_metrics,
     watch,
 )
-from llmloop.paths import default_db_url
+from llmloop.paths import DB_FLAG_HELP, db_url
 
 DEFAULT_PERIOD = "24h"
 DEFAULT_REFERENCE = "7d"
@@ -118,9 +117,7 @@ def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="Only requests for this model or adapter name.")
     parser.add_argument(
         "--db",
-        help="The log's database URL, as given to `llmloop serve --db` (default: $LLMLOOP_DB, "
-        "else sqlite:///$LLMLOOP_HOME/llmloop.db; a URL with a password belongs in $LLMLOOP_DB, "
-        "which `ps` does not show).",
+        help=DB_FLAG_HELP,
     )
     parser.add_argument(
         "--sample-size",
@@ -143,13 +140,13 @@ def _report(args: argparse.Namespace) -> int:
     config = ReportConfig(window, reference, args.model, _sample_size(args))
     if args.out.exists() and not args.out.is_dir():
         raise MonitorArgumentError(f"--out {args.out} is a file; give a directory")
-    db_url = args.db or os.environ.get("LLMLOOP_DB") or default_db_url()
-    engine = create_db_engine(db_url)
+    url = db_url(args.db)
+    engine = create_db_engine(url)
     try:
         with engine.connect() as conn:
             report = build_report(conn, config, _lazy_embedder())
     except DBAPIError as e:
-        raise _unreadable(db_url, e) from e
+        raise _unreadable(url, e) from e
     finally:
         engine.dispose()
     json_path, html_path = write_report(report, args.out)
@@ -174,8 +171,8 @@ def _watch(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    db_url = args.db or os.environ.get("LLMLOOP_DB") or default_db_url()
-    engine = create_db_engine(db_url)
+    url = db_url(args.db)
+    engine = create_db_engine(url)
     metrics = MonitorMetrics()
     stop = threading.Event()  # never set: the loop runs until Ctrl-C
     if not args.once:
@@ -189,7 +186,7 @@ def _watch(args: argparse.Namespace) -> int:
     try:
         watch(engine, config, load_embedder(), metrics, stop=stop, once=args.once)
     except DBAPIError as e:
-        raise _unreadable(db_url, e) from e
+        raise _unreadable(url, e) from e
     finally:
         engine.dispose()
     return 0

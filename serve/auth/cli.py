@@ -2,9 +2,8 @@
 
 import argparse
 import json
-import os
 
-from llmloop.paths import default_db_url
+from llmloop.paths import DB_FLAG_HELP, db_url
 from llmloop.serve.auth.keys import SCOPES, KeyLimits, KeyStore
 
 EPILOG = """\
@@ -22,7 +21,7 @@ Servers on the same database see created and revoked keys within 5 s, without a 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    store = KeyStore(args.db or os.environ.get("LLMLOOP_DB") or default_db_url())
+    store = KeyStore(db_url(args.db))
     try:
         return args.run(store, args)
     finally:
@@ -38,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        help="The log database the servers use, as `llmloop serve --db` (default: $LLMLOOP_DB, "
-        "else sqlite:///$LLMLOOP_HOME/llmloop.db).",
+        help=DB_FLAG_HELP,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

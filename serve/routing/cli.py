@@ -4,12 +4,11 @@ log database applies a change within 5 s."""
 
 import argparse
 import json
-import os
 
 from llmloop.feedback.db import create_db_engine
 from llmloop.feedback.monitor.timespec import parse_duration
 from llmloop.feedback.routes import RouteStore
-from llmloop.paths import default_db_url
+from llmloop.paths import DB_FLAG_HELP, db_url
 from llmloop.serve.routing import commands
 
 ACTOR = "cli"
@@ -32,7 +31,7 @@ hold. A canary that breaches a threshold after --min-requests is rolled back by 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    engine = create_db_engine(args.db or os.environ.get("LLMLOOP_DB") or default_db_url())
+    engine = create_db_engine(db_url(args.db))
     try:
         store = RouteStore(engine)
         store.migrate()
@@ -50,8 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--db",
-        help="The log database the servers use, as `llmloop serve --db` (default: $LLMLOOP_DB, "
-        "else sqlite:///$LLMLOOP_HOME/llmloop.db).",
+        help=DB_FLAG_HELP,
     )
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
