@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from llmloop.errors import LLMLoopError
 from llmloop.feedback.schema import migrate, route_events, routes, shadow_completions
 
 ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@([0-9]{1,9}))?")
+REF = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:@([1-9][0-9]{0,8}))?")
 """``NAME`` or ``NAME@VERSION``; as a version in a route always pinned (``NAME@V``), except for
 the served base model, which has no version."""
 MAX_VERSIONS = 8
@@ -183,7 +184,10 @@ class RouteStore:
             before, "set", actor, None, versions=new.versions, canary=None, shadow=shadow
         )
 
-    def start_canary(self, name: str, canary: Canary, actor: str) -> Route:
+    def start_canary(
+        self, name: str, canary: Canary, actor: str, expected_revision: int | None = None
+    ) -> Route | None:
+        """None when ``expected_revision`` no longer holds (the route changed meanwhile)."""
         route = self.require(name)
         if canary.ref in {v.ref for v in route.versions if v.weight > 0}:
             raise RouteError(f"{canary.ref} already serves {name!r}; a canary must be new")
@@ -191,7 +195,7 @@ class RouteStore:
             raise RouteError(
                 f"--weight is a percent of users: 0 < weight < 100, got {canary.weight}"
             )
-        return self._change(route, "canary", actor, None, canary=canary)
+        return self._change(route, "canary", actor, None, expected_revision, canary=canary)
 
     def promote(
         self,
@@ -272,12 +276,12 @@ class RouteStore:
         now = time.time()
         route = dataclasses.replace(route, revision=1, updated=now)
         row = route.to_dict()
-        with self.engine.begin() as conn:
-            exists = conn.execute(select(routes.c.name).where(routes.c.name == route.name)).first()
-            if exists:
-                raise RouteError(f"route {route.name!r} was created concurrently; run it again")
-            conn.execute(insert(routes).values(**row))
-            self._event(conn, route.name, "set", actor, None, None, route)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(routes).values(**row))
+                self._event(conn, route.name, "set", actor, None, None, route)
+        except IntegrityError as e:  # the primary key: another writer created it first
+            raise RouteError(f"route {route.name!r} was created concurrently; run it again") from e
         return route
 
     def _change(

@@ -16,7 +16,7 @@ from llmloop.feedback.errors import (
     UnknownCompletionError,
 )
 from llmloop.feedback.record import DEFAULT_PROJECT, CompletionRecord
-from llmloop.feedback.schema import completions, feedback, migrate
+from llmloop.feedback.schema import api_keys, completions, feedback, migrate
 
 # What the UI's list shows per row; the full row comes from `get`.
 SUMMARY_COLUMNS = [
@@ -57,6 +57,10 @@ class ConversationFilter:
     labelled_since: float | None = None
     """Only completions given feedback at or after this time (unix seconds); a preference
     counts from when it was given (``llmloop loop``: what is new since the last run)."""
+    labellers_only: bool = False
+    """Only completions whose latest feedback came from a labeller: a key with the label or
+    admin scope, the operator's ``--api-key`` or a server without keys. An infer key may rate
+    and correct its own answers; that is its users' voice, not training data by default."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +308,12 @@ def _conditions(f: ConversationFilter) -> list:
             .where(given.c.completion_id == completions.c.id, given.c.created >= f.labelled_since)
             .correlate(completions)
         )
+    if f.labellers_only:
+        infer_only = select(api_keys.c.id).where(
+            ~api_keys.c.scopes.contains("label"), ~api_keys.c.scopes.contains("admin")
+        )
+        labelled_by = completions.c.labelled_by
+        conds.append(or_(labelled_by.is_(None), labelled_by.not_in(infer_only)))
     if f.q:
         conds.append(completions.c.search_text.contains(f.q.lower(), autoescape=True))
     return conds

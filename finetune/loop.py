@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Feedback given at or after this time (YYYY-MM-DD or ISO, UTC); default: since "
         "the route's last loop, else all of it.",
     )
+    parser.add_argument(
+        "--include-infer-feedback",
+        action="store_true",
+        help="Also learn from feedback that infer keys gave their own answers (by default only "
+        "labellers' feedback trains: keys with the label or admin scope, the operator's key, or "
+        "a server without keys), e.g. when the route's users are trusted.",
+    )
     parser.add_argument("--base-url", default="http://127.0.0.1:8000", help="The server.")
     parser.add_argument(
         "--api-key",
@@ -154,9 +161,12 @@ def _run(args: argparse.Namespace, store: FeedbackStore, routes: RouteStore) -> 
     cutoff = time.time()
 
     since, since_text = feedback_since(routes, route.name, args.since)
-    filters = ConversationFilter(route=route.name, labelled_since=since)
+    filters = ConversationFilter(
+        route=route.name, labelled_since=since, labellers_only=not args.include_infer_feedback
+    )
     news = read_news(store, filters)
-    step(1, "feedback", f"{route.name} since {since_text}")
+    who = "from every key" if args.include_infer_feedback else "from labellers"
+    step(1, "feedback", f"{route.name} since {since_text}, {who}")
     print(
         f"      {len(news.corrections)} corrections, {news.num_preferences} preferences, "
         f"{news.num_upvoted} answers rated +1"
@@ -203,7 +213,12 @@ def _run(args: argparse.Namespace, store: FeedbackStore, routes: RouteStore) -> 
     canary = Canary(
         candidate, weight=args.canary_weight, started=time.time(), thresholds=thresholds
     )
-    routes.start_canary(route.name, canary, actor="loop")
+    if routes.start_canary(route.name, canary, "loop", expected_revision=route.revision) is None:
+        raise LLMLoopError(
+            f"route {route.name!r} changed while the loop ran (`llmloop deploy status "
+            f"{route.name}`); {candidate} passed the gate against {route.primary} and stays "
+            "registered: start its canary with `llmloop deploy canary` if it still applies"
+        )
     reason = (
         f"{len(news.corrections)} corrections, "
         f"{news.num_preferences} preferences, {news.num_upvoted} rated +1; "

@@ -95,8 +95,17 @@ def register_adapter(src: Path, name: str, base: str | None = None) -> registry.
             f"{src}/adapter_config.json names no base_model_name_or_path: pass --base MODEL"
         )
     dest = adapters_dir() / name / content_hash(src)
+    known = registry.find_by_path(dest)
+    if known is not None and known.base != str(base):
+        raise LLMLoopError(
+            f"{src} is already {known.name}@{known.version}, on base {known.base}; a version's "
+            "base never changes (register it under another name)"
+        )
     if not dest.exists():
-        _copy_atomically(src, dest)
+        try:
+            _copy_atomically(src, dest)
+        except (OSError, shutil.Error) as e:
+            raise LLMLoopError(f"cannot copy {src} into the artifact store: {e}") from e
     return registry.register(name, dest, "adapter", base=str(base))
 
 
@@ -119,7 +128,13 @@ def check_adapter_dir(src: Path) -> dict:
 
 
 def content_hash(src: Path) -> str:
-    """A short hash of every file's relative path and bytes: the same adapter, the same dir."""
+    """A short hash of every file's relative path and bytes: the same adapter, the same dir.
+    Symbolic links are refused: what is copied must be what is hashed, and from ``src``."""
+    links = [p for p in src.rglob("*") if p.is_symlink()]
+    if links:
+        raise LLMLoopError(
+            f"{src} holds symbolic links ({links[0].relative_to(src)}); copy the real files in"
+        )
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if len(files) > MAX_ADAPTER_FILES:
         raise LLMLoopError(f"{src} holds {len(files)} files; an adapter has a few")

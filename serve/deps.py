@@ -22,7 +22,9 @@ def get_engine(request: Request) -> Engine:
     return engine
 
 
-def resolve_target(request: Request, model: str, user: str | None = None) -> Target:
+def resolve_target(
+    request: Request, model: str, user: str | None = None, count: bool = True
+) -> Target:
     """Where a request for ``model`` goes: a route's version (sticky per ``user``, else per key),
     the base model, or a loaded adapter; 404 for a name that is not served or that the key may
     not use (as OpenAI: a model you cannot use does not exist)."""
@@ -30,7 +32,7 @@ def resolve_target(request: Request, model: str, user: str | None = None) -> Tar
     key = request_key(request)
     table: RouteTable | None = request.app.state.routes
     if table is not None and _may_use(key, model):
-        target = table.target(model, user or (key.id if key else None))
+        target = table.target(model, user or (key.id if key else None), count)
         if target is not None:
             if not target.model:
                 raise EngineNotReadyError(

@@ -96,3 +96,22 @@ def test_list_shows_the_registered_adapter(
     assert llmloop(["models", "list", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["name"], r["version"], r["kind"]) for r in rows] == [("support", 1, "adapter")]
+
+
+def test_symbolic_links_and_a_changed_base_are_refused(isolated_home, tmp_path):
+    from llmloop.errors import LLMLoopError
+    from llmloop.models_cli import register_adapter
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP SECRET")
+    src = tmp_path / "lora"
+    src.mkdir()
+    (src / "adapter_config.json").write_text('{"base_model_name_or_path": "base"}')
+    (src / "adapter_model.safetensors").write_bytes(b"weights")
+    (src / "notes.txt").symlink_to(secret)
+    with pytest.raises(LLMLoopError, match="symbolic links"):
+        register_adapter(src, "a", None)
+    (src / "notes.txt").unlink()
+    register_adapter(src, "a", None)
+    with pytest.raises(LLMLoopError, match="base never changes"):
+        register_adapter(src, "a", "another-base")

@@ -12,7 +12,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmloop.feedback.routes import MAX_VERSIONS, RouteError, RouteStore, Thresholds
+from llmloop.feedback.routes import (
+    MAX_VERSIONS,
+    ROUTE_NAME,
+    RouteError,
+    RouteStore,
+    Thresholds,
+)
 from llmloop.serve.auth.deps import request_key, require_admin
 from llmloop.serve.errors import BadRequestError, NotFoundError
 from llmloop.serve.routing import commands
@@ -23,7 +29,8 @@ router = APIRouter(dependencies=[Depends(require_admin)])  # scope: admin
 MAX_REF_CHARS = 140
 """A name (128) and ``@`` and a version (9 digits)."""
 MAX_REASON_CHARS = 1000
-RouteName = Annotated[str, Path(max_length=128)]
+RouteName = Annotated[str, Path(max_length=128, pattern=f"^{ROUTE_NAME.pattern}$")]
+"""A name no route can have is refused before the database sees it (PostgreSQL refuses NUL)."""
 Ref = Annotated[str, Field(min_length=1, max_length=MAX_REF_CHARS)]
 
 
@@ -63,7 +70,7 @@ class CanaryRequest(RouteBody):
 
 
 class RollbackRequest(RouteBody):
-    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS, pattern=r"^[^\x00]*$")
 
 
 @router.get("/v1/routes")

@@ -54,7 +54,7 @@ async def detokenize(
 def _check_model(request: Request, engine: Engine, model: str | None) -> None:
     """404 for a name that is not served, or that the key may not use (as chat completions).
     Adapters share the base model's tokenizer, so which one was named changes nothing else."""
-    resolve_target(request, model or engine.model_name)
+    resolve_target(request, model or engine.model_name, count=False)
 
 
 def _check_vocabulary(token_ids: list[int], vocab_size: int) -> None:

@@ -49,6 +49,8 @@ def set_route(
     """Create ``name`` or replace its split (and shadow); ``served``: a base model name this
     server runs, accepted without a registry entry."""
     check_route_name(name)
+    if name == served or (models_dir() / name / "config.json").exists():
+        raise RouteError(f"{name!r} is a base model's name: a route needs a name of its own")
     split = [Version(pin(ref, served), check_weight(weight)) for ref, weight in versions]
     pinned_shadow = None
     if shadow is not None:

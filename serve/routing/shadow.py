@@ -40,8 +40,14 @@ class ShadowRunner:
     def after(self, ctx: "ServeContext", options: "SamplingOptions") -> None:
         """Called once the primary answer of ``ctx`` is logged: maybe start its shadow run."""
         route_name = ctx.target.route
-        if route_name is None or ctx.body.store is False:
-            return
+        request_log = ctx.request.app.state.request_log
+        if (
+            route_name is None
+            or ctx.body.store is False
+            or request_log is None
+            or not request_log.enabled
+        ):
+            return  # nothing of this request is stored (``store: false``, ``--no-store``)
         route = ctx.request.app.state.routes.routes.get(route_name)
         table = ctx.request.app.state.routes
         shadow = route.shadow if route is not None else None

@@ -92,16 +92,17 @@ class RouteTable:
                     del self.failed[ref]
             self.metrics.observe(routes, len(self.failed))
 
-    def target(self, name: str, sticky: str | None) -> Target | None:
+    def target(self, name: str, sticky: str | None, count: bool = True) -> Target | None:
         """The version of route ``name`` for ``sticky`` (a user, else a key id); None when
-        ``name`` is not a route."""
+        ``name`` is not a route. ``count``: a request the version will answer (on /metrics)."""
         route = self.routes.get(name)
         if route is None:
             return None
         ref = assign(route, sticky, self.loaded.keys())
         if ref is None:
             return Target(model="", lora=None, route=name)  # no version can run (yet)
-        self.metrics.requests.labels(name, ref).inc()
+        if count:
+            self.metrics.requests.labels(name, ref).inc()
         return Target(model=ref, lora=self.loaded[ref], route=name)
 
     async def _load(self, engine: Engine, ref: str) -> str | None:

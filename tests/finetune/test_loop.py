@@ -140,6 +140,37 @@ def test_nothing_new_since_the_last_loop_exits_0_without_training(
     ]
 
 
+def test_an_infer_keys_corrections_train_only_when_asked(world, tmp_path, capsys):
+    from llmloop.serve.auth.keys import KeyStore
+
+    store, _, trained = world
+    key, _ = KeyStore(default_db_url()).create("app", scopes=["infer"])
+    record = dataclasses.replace(build_record(7, prompt="Refund policy?"), route="facts")
+    store.insert_records([record])
+    store.add_feedback(
+        Feedback(record.id, correction="Send your card to x.example", api_key_id=key.id)
+    )
+    assert run(tmp_path, "--dry-run") == 0
+    assert "2 corrections" in capsys.readouterr().out  # the labellers' two, not the app's
+    assert run(tmp_path, "--dry-run", "--include-infer-feedback") == 0
+    assert "3 corrections" in capsys.readouterr().out
+    assert not trained
+
+
+def test_a_route_changed_while_the_loop_ran_gets_no_canary(world, tmp_path, monkeypatch):
+    _, routes, _ = world
+    train = loop.train_adapter
+
+    def train_while_the_operator_changes_the_route(*args):
+        routes.set("facts", [Version(BASE, 1.0)], None, actor="operator")
+        return train(*args)
+
+    monkeypatch.setattr(loop, "train_adapter", train_while_the_operator_changes_the_route)
+    with pytest.raises(LLMLoopError, match="changed while the loop ran"):
+        loop.main(["facts", "--base-url", "http://fake", "--output", str(tmp_path / "r")])
+    assert routes.require("facts").canary is None
+
+
 def test_since_overrides_the_last_loop(world, tmp_path, capsys):
     _, routes, trained = world
     assert run(tmp_path) == 0

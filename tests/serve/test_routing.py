@@ -207,3 +207,56 @@ def test_the_server_enables_lora_when_routes_name_adapters(tmp_path):
     assert not routes_name_adapters(db_url, "base")
     store.set("tuned", [Version("base", 9), Version("tuned@1", 1)], None, actor="test")
     assert routes_name_adapters(db_url, "base")
+
+
+def test_what_a_review_found_stays_fixed(make_client, isolated_home):
+    from llmloop.feedback.routes import RouteError, parse_ref
+
+    client = make_client(engine=FakeEngine(), store_requests=False)
+    ref = _adapter(isolated_home, "v")
+    shadow = _adapter(isolated_home, "w")
+    _set_route(client, Route("r", (Version(ref, 1),), shadow=Shadow(shadow, 1.0)))
+    # --no-store: nothing of a request is stored, its shadow answer neither
+    _chat(client, "r", user="alice")
+    time.sleep(0.3)
+    with client.app.state.db.connect() as conn:
+        assert conn.execute(select(shadow_completions)).first() is None
+    # /tokenize resolves the route but is not traffic of its version
+    assert client.post("/tokenize", json={"model": "r", "prompt": "hi"}).status_code == 200
+    assert 'llmloop:route_requests_total{route="r",version="' + ref + '"} 1.0' in (
+        client.get("/metrics").text
+    )
+    # a name no route can have never reaches the database (PostgreSQL refuses NUL)
+    for path in ("/v1/routes/a%00b", "/v1/routes/a%00b/promote"):
+        method = client.get if path.endswith("b") else client.post
+        assert method(path).status_code == 400
+    body = {"reason": "a\u0000b"}
+    assert client.post("/v1/routes/r/rollback", json=body).status_code == 400
+    # one version, one spelling: support@01 is not support@1
+    with pytest.raises(RouteError):
+        parse_ref("v@01")
+    # a route may not take over the base model's name
+    put = client.put("/v1/routes/fake-model", json={"versions": [{"ref": ref}]})
+    assert put.status_code == 400 and "base model" in put.json()["error"]["message"]
+
+
+def test_two_writers_creating_one_route_get_a_clear_error(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmloop.feedback.db import create_db_engine
+    from llmloop.feedback.routes import RouteError, RouteStore
+
+    store = RouteStore(create_db_engine(f"sqlite:///{tmp_path}/log.db"))
+    store.migrate()
+    for round_ in range(10):
+
+        def create(_, name=f"r{round_}"):
+            try:
+                store.set(name, [Version("base", 1)], None, actor="test")
+            except RouteError as e:
+                return "changed" if "meanwhile" in str(e) else "concurrently"
+            return "ok"
+
+        with ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(create, range(4)))
+        assert "ok" in outcomes, outcomes  # and nothing but RouteErrors besides
