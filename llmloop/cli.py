@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "llmloop.finetune.cli",
         "Fine-tune (sft|dpo|kto) with LoRA/QLoRA; merge or quantize.",
     ),
+    "cluster": (
+        "llmloop.serve.cluster",
+        "Start N serve replicas on one database behind vLLM's router on this machine; stop them.",
+    ),
     "batch": (
         "llmloop.serve.batch.cli",
         "Run a batch file offline, or submit and track one on a server.",
