@@ -221,6 +221,32 @@ shadow_completions = Table(
     Index("ix_shadow_completions_completion_id", "completion_id"),
 )
 
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # creation order
+    Column("token_sha256", String(64), nullable=False, unique=True),  # never the token itself
+    Column("api_key_id", String(64), nullable=False),
+    Column("created", Float, nullable=False),  # unix seconds
+    Column("expires", Float, nullable=False),
+    Index("ix_ui_sessions_expires", "expires"),
+)
+
+rate_limit_usage = Table(
+    "rate_limit_usage",
+    metadata,
+    # one row per server process (replica), key and pool: what it admitted since it started
+    Column("replica", String(64), primary_key=True),
+    Column("api_key_id", String(64), primary_key=True),
+    Column("pool", String(16), primary_key=True),  # interactive | batch
+    Column("requests", BigInteger, nullable=False),
+    Column("tokens", BigInteger, nullable=False),
+    Column("in_flight", Integer, nullable=False),
+    Column("started", Float, nullable=False),  # the replica's start, unix seconds
+    Column("updated", Float, nullable=False),
+    Index("ix_rate_limit_usage_updated", "updated"),
+)
+
 schema_version = Table(
     "llmloop_schema_version",
     MetaData(),
@@ -279,6 +305,13 @@ def _v6_routes(op: Operations) -> None:
         op.create_index("ix_completions_route_created", "completions", ["route", "created"])
 
 
+def _v7_shared_sessions_and_quotas(op: Operations) -> None:
+    """The UI's sessions and each replica's rate-limit counters, so replicas on one database
+    share logins and quotas."""
+    for table in (ui_sessions, rate_limit_usage):
+        table.create(op.get_bind(), checkfirst=True)  # a fresh database got them from _v1_initial
+
+
 # Append-only: each entry upgrades the schema by one version with Alembic operations
 # (op.add_column, op.create_index, ...); released entries are never edited. _v1_initial builds
 # today's tables, so later entries must tolerate what it already made.
@@ -289,6 +322,7 @@ MIGRATIONS: list[Callable[[Operations], None]] = [
     _v4_batches,
     _v5_trace_id,
     _v6_routes,
+    _v7_shared_sessions_and_quotas,
 ]
 
 

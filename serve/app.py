@@ -121,10 +121,13 @@ def create_app(
     db_url = config.db_url or default_db_url()
     app.state.owns_keyring = keyring is None
     app.state.keyring = KeyRing(config.api_keys, db_url) if keyring is None else keyring
-    app.state.rate_limiter = RateLimiter(app.state.metrics.rate_limited)
-    app.state.sessions = SessionStore()
     app.state.runs_batches = batch_worker
     app.state.db = create_db_engine(db_url)  # batches and routes (the log has its own)
+    # shared by the replicas on this database (auth/ratelimit.py, auth/sessions.py)
+    app.state.rate_limiter = RateLimiter(
+        app.state.metrics.rate_limited, app.state.db, app.state.keyring.by_id
+    )
+    app.state.sessions = SessionStore(app.state.db)
     app.state.routes = RouteTable(
         RouteStore(app.state.db), RouteMetrics(app.state.metrics.registry)
     )
@@ -174,7 +177,7 @@ async def _lifespan(app: FastAPI):
     await app.state.request_log.start()
     await app.state.keyring.try_refresh()  # before the first request: keys apply from the start
     await _migrate_batches(app)
-    keys = asyncio.create_task(app.state.keyring.keep_fresh())
+    keys = asyncio.create_task(_keep_keys_fresh(app))
     starting = asyncio.create_task(_start_engine(app))
     try:
         yield
@@ -201,6 +204,11 @@ async def _lifespan(app: FastAPI):
         if app.state.engine is not None:
             app.state.engine.shutdown()
             app.state.engine = None
+
+
+async def _keep_keys_fresh(app: FastAPI) -> None:
+    """The keyring's refresh, and the rate-limit counts the replicas on the database share."""
+    await asyncio.gather(app.state.keyring.keep_fresh(), app.state.rate_limiter.keep_synced())
 
 
 async def _start_engine(app: FastAPI) -> None:

@@ -10,6 +10,7 @@ a write it authenticates must come from the server's own page: JSON, with our Or
 attaches cookies to cross-site form posts too; it never attaches an Authorization header.
 """
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Literal
@@ -35,6 +36,7 @@ def require_scope(*scopes: Scope) -> Callable[[Request], Awaitable[ApiKey | None
     # async: FastAPI runs a plain def dependency in a worker thread, a hop per request
     async def check(request: Request) -> ApiKey | None:
         with request.app.state.tracing.span("auth"):
+            await resolve_session(request)
             key = authenticate(request)
             if key is not None and not any(map(key.allows, scopes)):
                 raise PermissionDeniedError(
@@ -110,10 +112,23 @@ def batch_key(keyring: KeyRing, line: LineOwner) -> ApiKey:
     return key
 
 
+async def resolve_session(request: Request) -> None:
+    """Look the session cookie up in the database (in a thread) for ``session_key``, when it is
+    what will authenticate the request."""
+    if (
+        SESSION_COOKIE in request.cookies
+        and request.app.state.keyring.enabled
+        and not bearer_token(request)
+        and batch_line_of(request) is None
+    ):
+        sessions: SessionStore = request.app.state.sessions
+        token = request.cookies[SESSION_COOKIE]
+        request.state.session_key_id = await asyncio.to_thread(sessions.key_id, token)
+
+
 def session_key(request: Request) -> ApiKey:
     """The key the UI's session cookie stands for, narrowed to the label scope."""
-    sessions: SessionStore = request.app.state.sessions
-    key_id = sessions.key_id(request.cookies[SESSION_COOKIE])
+    key_id = getattr(request.state, "session_key_id", None)  # resolve_session's
     key = request.app.state.keyring.by_id(key_id) if key_id else None
     if key is None or not key.allows("label"):  # expired, logged out, or its key revoked
         raise AuthenticationError(
@@ -151,6 +166,7 @@ def require_key_unless(public_flag: str) -> Callable[[Request], Awaitable[ApiKey
     async def check(request: Request) -> ApiKey | None:
         if getattr(request.app.state.config, public_flag):
             return None
+        await resolve_session(request)
         return authenticate(request)
 
     check.__name__ = f"require_key_unless_{public_flag}"

@@ -5,6 +5,7 @@ The cookie is ``SameSite=Strict`` and ``Path=/ui``, so a browser sends it only t
 API, never cross-site; page scripts cannot read it. See ``auth/deps.py`` for what it may reach.
 """
 
+import asyncio
 import contextlib
 import json
 
@@ -49,7 +50,7 @@ async def create_session(request: Request) -> Response:  # scope: label (of the 
     )
     response.set_cookie(
         SESSION_COOKIE,
-        sessions.create(key.id),
+        await asyncio.to_thread(sessions.create, key.id),
         max_age=int(sessions.ttl_s),
         path=COOKIE_PATH,
         secure=request.url.scheme == "https",
@@ -61,7 +62,8 @@ async def create_session(request: Request) -> Response:  # scope: label (of the 
 
 @router.delete("/ui/api/session", status_code=204)
 async def delete_session(request: Request) -> Response:  # scope: none (ends the caller's session)
-    request.app.state.sessions.delete(request.cookies.get(SESSION_COOKIE, ""))
+    sessions: SessionStore = request.app.state.sessions
+    await asyncio.to_thread(sessions.delete, request.cookies.get(SESSION_COOKIE, ""))
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response
