@@ -45,8 +45,9 @@ def save_checkpoint(
         staging.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save(rng_state(), staging / f"rng_state_{accelerator.process_index}.pt")
+    state_dict = accelerator.get_state_dict(model)  # every process: FSDP/ZeRO-3 shards gathered
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(staging)
+        accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict)
         trainer_state = {
             **state,
             "step": step,

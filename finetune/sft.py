@@ -70,8 +70,10 @@ def sft(config: SFTConfig) -> Path:
     result = train(accelerator, model, data, config, tokenizer.pad_token_id)
     eval_loss = evaluate(accelerator, model, data, config, tokenizer.pad_token_id)
     metrics = summarize(result, eval_loss, accelerator)
+    # on every process: under FSDP or ZeRO-3 each holds a shard, gathered here for the save
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(output_dir)
+        accelerator.unwrap_model(model).save_pretrained(output_dir, state_dict=state_dict)
         tokenizer.save_pretrained(output_dir)
         write_artifact(output_dir, config, "sft", base_dir, data.manifest, metrics, resolved)
     accelerator.wait_for_everyone()
