@@ -97,7 +97,7 @@ REFUSED: dict[str, Refused] = {
     "chat_template": Refused("a chat template sent by the client"),
     "chat_template_kwargs": Refused("chat template arguments"),
     "add_generation_prompt": Refused("add_generation_prompt"),
-    "continue_final_message": Refused("continue_final_message"),
+    "continue_final_message": Refused("continue_final_message", False),  # vllm-router sends false
     "documents": Refused("documents; use the rag field"),
     "mm_processor_kwargs": Refused("multimodal inputs"),
     "priority": Refused("request priority"),

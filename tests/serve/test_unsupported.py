@@ -122,3 +122,35 @@ def test_schemas_that_would_compile_for_long_are_400(client, extra, param):
 )
 def test_ordinary_schemas_pass(client, extra):
     assert client.post(CHAT, json=OK_CHAT | extra).status_code == 200
+
+
+def test_what_vllm_router_adds_to_every_body_is_accepted(client):
+    """vllm-router (``llmloop cluster``) rebuilds request bodies with these defaults."""
+    chat = {
+        "model": "fake-model",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": False,
+        "max_tokens": 5,
+        "logprobs": False,
+        "no_stop_trim": False,
+        "ignore_eos": False,
+        "continue_final_message": False,
+        "skip_special_tokens": True,
+        "separate_reasoning": True,
+        "stream_reasoning": True,
+        "return_hidden_states": False,
+        "include_reasoning": True,
+    }
+    assert client.post("/v1/chat/completions", json=chat).status_code == 200
+    completion = {
+        "model": "fake-model",
+        "prompt": "hi",
+        "max_tokens": 5,
+        "stream": False,
+        "echo": False,
+        "no_stop_trim": False,
+        "ignore_eos": False,
+        "skip_special_tokens": True,
+        "return_hidden_states": False,
+    }
+    assert client.post("/v1/completions", json=completion).status_code == 200
