@@ -63,7 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("question", metavar="QUESTION", help="what to look for, in quotes")
     query.add_argument("-k", "--top-k", type=int, default=4, help="chunks to show (default: 4)")
     query.add_argument("--mode", choices=MODES, default="hybrid", help="ranking (default: hybrid)")
-    _add_config_flags(query, FusionConfig, only=("dense_weight", "bm25_weight", "rrf_k"))
+    _add_config_flags(
+        query,
+        FusionConfig,
+        only=(
+            "dense_weight",
+            "bm25_weight",
+            "rrf_k",
+            "max_per_source",
+            "near_duplicate",
+            "min_similarity",
+        ),
+    )
     query.add_argument("--json", action="store_true", help="print one JSON object per hit")
     query.set_defaults(run=run_query)
 
@@ -112,11 +123,24 @@ def run_index(args: argparse.Namespace) -> int:
 def run_query(args: argparse.Namespace) -> int:
     from llmloop.rag.retrieve import Retriever
 
-    fusion = FusionConfig(args.dense_weight, args.bm25_weight, args.rrf_k)
+    fusion = FusionConfig(
+        args.dense_weight,
+        args.bm25_weight,
+        args.rrf_k,
+        max_per_source=args.max_per_source,
+        near_duplicate=args.near_duplicate,
+        min_similarity=args.min_similarity,
+    )
     retriever = Retriever.open(args.name, fusion=fusion)
     hits = retriever.search(args.question, top_k=args.top_k, mode=args.mode)
     if not hits:
-        print("no matching chunks", file=sys.stderr)
+        print(
+            "no matching chunks: nothing shares a word with the question"
+            if args.mode == "bm25"
+            else f"not in the sources: no chunk's cosine similarity reaches --min-similarity "
+            f"{args.min_similarity} (use -1 to list the closest chunks anyway)",
+            file=sys.stderr,
+        )
     for rank, hit in enumerate(hits, start=1):
         if args.json:
             print(json.dumps({"rank": rank, **hit.citation(), "title": hit.title}))

@@ -2,9 +2,14 @@
 
 RRF (Cormack et al., 2009) scores a chunk ``sum_r weight_r / (rrf_k + rank_r)`` over the rankings
 ``r`` that contain it (rank from 1). It needs no score calibration between cosine and BM25.
+The top k is then picked from the ranking for source diversity: a chunk whose words nearly repeat
+an earlier pick is dropped, and at most ``max_per_source`` chunks of one file are taken while
+other files' chunks remain (see ``diversify``). A query whose best cosine similarity is below
+``min_similarity`` gets no hits: the index does not hold its answer.
 A Retriever is read-only after ``open``: any number of threads may call ``search`` at once.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -19,7 +24,14 @@ from llmloop.rag.errors import IndexConfigError
 from llmloop.rag.index import IndexConfig
 from llmloop.rag.layout import CURRENT_FILE, list_indexes, live_version_dir
 
-__all__ = ["FusionConfig", "Hit", "Retriever", "list_indexes", "reciprocal_rank_fusion"]
+__all__ = [
+    "FusionConfig",
+    "Hit",
+    "Retriever",
+    "diversify",
+    "list_indexes",
+    "reciprocal_rank_fusion",
+]
 
 Mode = Literal["hybrid", "dense", "bm25"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "bm25")
@@ -35,6 +47,13 @@ class FusionConfig:
     """RRF's rank offset: larger flattens the gap between top and lower ranks (60 as in the paper)."""
     num_candidates: int = 50
     """Chunks taken from each ranking before fusing (at least top_k)."""
+    max_per_source: int = 1
+    """Most chunks of one source file in the results while other files' chunks remain (0: no cap)."""
+    near_duplicate: float = 0.0
+    """Drop a chunk sharing at least this share of its words (Jaccard) with a better one (0: off)."""
+    min_similarity: float = 0.3
+    """No hits when the best chunk's cosine similarity is below this: the index does not hold the
+    answer (measured for all-MiniLM-L6-v2, see docs/rag.md; -1: always return hits)."""
 
     def __post_init__(self) -> None:
         if (
@@ -45,6 +64,10 @@ class FusionConfig:
             raise IndexConfigError("--dense-weight and --bm25-weight: >= 0, not both 0")
         if self.rrf_k < 0 or self.num_candidates < 1:
             raise IndexConfigError("--rrf-k must be >= 0 and num_candidates >= 1")
+        if self.max_per_source < 0:
+            raise IndexConfigError("--max-per-source: 0 (no cap) or more")
+        if not 0 <= self.near_duplicate <= 1 or not -1 <= self.min_similarity <= 1:
+            raise IndexConfigError("--near-duplicate: 0 to 1; --min-similarity: -1 to 1")
 
 
 @dataclass(frozen=True)
@@ -131,18 +154,30 @@ class Retriever:
             raise IndexConfigError(f"top_k {top_k}: must be at least 1")
         if not query.strip():
             return []
-        if mode == "dense":
-            return self._hits(*self.dense_ranking(query, top_k))
+        fusion = self.fusion
+        diverse = fusion.max_per_source > 0 or fusion.near_duplicate > 0
+        num_candidates = max(fusion.num_candidates, top_k) if diverse or mode == "hybrid" else top_k
+        best_cosine = None
         if mode == "bm25":
-            return self._hits(*self.bm25_ranking(query, top_k))
-        num_candidates = max(self.fusion.num_candidates, top_k)
-        dense_ids, _ = self.dense_ranking(query, num_candidates)
-        bm25_ids, _ = self.bm25_ranking(query, num_candidates)
-        ids, scores = reciprocal_rank_fusion(
-            [dense_ids, bm25_ids],
-            [self.fusion.dense_weight, self.fusion.bm25_weight],
-            self.fusion.rrf_k,
-        )
+            ids, scores = self.bm25_ranking(query, num_candidates)
+        else:
+            ids, scores = self.dense_ranking(query, num_candidates)
+            best_cosine = float(scores[0]) if len(scores) else -1.0
+        if mode == "hybrid":
+            bm25_ids, _ = self.bm25_ranking(query, num_candidates)
+            ids, scores = reciprocal_rank_fusion(
+                [ids, bm25_ids], [fusion.dense_weight, fusion.bm25_weight], fusion.rrf_k
+            )
+        if best_cosine is not None and best_cosine < fusion.min_similarity:
+            return []
+        if diverse:
+            keep = diversify(
+                [self.chunks[row] for row in ids.tolist()],
+                top_k,
+                fusion.max_per_source,
+                fusion.near_duplicate,
+            )
+            ids, scores = ids[keep], scores[keep]
         return self._hits(ids[:top_k], scores[:top_k])
 
     def dense_ranking(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -199,3 +234,37 @@ def reciprocal_rank_fusion(
     ordered = sorted(fused.items(), key=lambda kv: -kv[1])
     ids = np.array([i for i, _ in ordered], dtype=np.int64)
     return ids, np.array([s for _, s in ordered], dtype=np.float64)
+
+
+def diversify(
+    ranked: list[Chunk], top_k: int, max_per_source: int, near_duplicate: float
+) -> list[int]:
+    """Positions in ``ranked`` (best first) of up to ``top_k`` chunks to return, best first.
+
+    A chunk is skipped when its word set overlaps a picked chunk's by at least ``near_duplicate``
+    (Jaccard; 0: never), e.g. the same paragraph repeated in two files. A chunk of a source that
+    already has ``max_per_source`` picks (0: no cap) is held back, and used only if fewer than
+    ``top_k`` chunks of other sources remain, so a small index still fills ``top_k``."""
+    picked: list[int] = []
+    held_back: list[int] = []
+    picked_words: list[frozenset[str]] = []
+    per_source: Counter[str] = Counter()
+    for position, chunk in enumerate(ranked):
+        words = frozenset(chunk.text.lower().split())
+        if near_duplicate > 0 and any(
+            _jaccard(words, other) >= near_duplicate for other in picked_words
+        ):
+            continue
+        if max_per_source and per_source[chunk.source] >= max_per_source:
+            held_back.append(position)
+            continue
+        picked.append(position)
+        picked_words.append(words)
+        per_source[chunk.source] += 1
+        if len(picked) == top_k:
+            return picked
+    return picked + held_back[: top_k - len(picked)]
+
+
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
