@@ -87,7 +87,7 @@ def latency(embedder, index_type: str, num_chunks: int, repeats: int) -> dict:
     from llmloop.rag.bm25 import tokenize
     from llmloop.rag.index import IndexConfig
     from llmloop.rag.layout import live_version_dir, new_version_dir, publish
-    from llmloop.rag.retrieve import Retriever
+    from llmloop.rag.retrieve import FusionConfig, Retriever
 
     source_dir = live_version_dir("speed")
     chunks = files.read_chunks(source_dir)
@@ -122,6 +122,19 @@ def latency(embedder, index_type: str, num_chunks: int, repeats: int) -> dict:
                 retriever.search(question, 4, mode)
                 timings.append(1000 * (time.perf_counter() - t))
         result[mode] = summary(timings)
+    # the same hybrid search without the per-source cap and threshold (the retriever before them)
+    before = Retriever.open(
+        name,
+        embedder=embedder,
+        fusion=FusionConfig(max_per_source=0, near_duplicate=0, min_similarity=-1),
+    )
+    timings = []
+    for _ in range(repeats):
+        for question in questions:
+            t = time.perf_counter()
+            before.search(question, 4, "hybrid")
+            timings.append(1000 * (time.perf_counter() - t))
+    result["hybrid_before_diversity"] = summary(timings)
     timings = []
     for question in questions * repeats:  # the query embedding alone, for the breakdown
         t = time.perf_counter()
