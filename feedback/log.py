@@ -3,10 +3,14 @@
 ``submit`` never blocks on the database and never raises: records go onto a bounded queue that one
 writer task drains in batches (each batch one transaction, in a worker thread). When the queue is
 full or the database is down, records are appended to the fsync'd spool instead and written once
-the database answers again, so nothing acknowledged is lost.
+the database answers again, so nothing acknowledged is lost. Every queued record is also written to
+this process's journal segment (``feedback/journal.py``) before ``submit`` returns, so a record
+still in the queue survives the process being killed: the next start of a server on the same spool
+directory (this one restarted, or another replica on shared storage) replays the segments of
+processes that are gone.
 
 A record is made storable (``limits.fit_record``) before it is written or spooled: on the writer
-thread, not in ``submit``, where it would cost every request ~10 µs instead of ~0.4 µs. If the
+thread, not in ``submit``, where it would add ~10 µs to every request. If the
 database still refuses a batch because of a value in it, the batch is written row by row and a row
 refused on its own goes to the spool's dead-letter file, so one bad row never holds up the rest.
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmloop.feedback.db import SQLITE_BUSY_TIMEOUT_S
+from llmloop.feedback.journal import Journal
 from llmloop.feedback.limits import fit_record
 from llmloop.feedback.record import CompletionRecord
 from llmloop.feedback.spool import Spool, default_spool_dir
@@ -41,6 +46,9 @@ class LogStats:
     """Records the database refused on their own, kept in the spool's dead-letter file."""
     lost: int = 0
     """Records neither written nor spooled (the spool itself failed, e.g. disk full)."""
+    journal_errors: int = 0
+    """Queued records whose journal write failed: still written, but a kill of the process before
+    the writer is done with them would lose them."""
 
 
 class RequestLog:
@@ -55,9 +63,13 @@ class RequestLog:
         retry_interval_s: float = 1.0,
         max_retry_interval_s: float = 15.0,
         sqlite_busy_timeout_s: float = SQLITE_BUSY_TIMEOUT_S,
+        journal_scan_interval_s: float = 30.0,
     ):
+        """``journal_scan_interval_s``: how often the writer looks for the journal segments of
+        processes that are gone (replicas killed on the same shared storage), besides at start."""
         self.store = FeedbackStore(db_url, sqlite_busy_timeout_s=sqlite_busy_timeout_s)
         self.spool = Spool(spool_dir or default_spool_dir(db_url))
+        self.journal = Journal(self.spool.dir / "journal")
         self.enabled = enabled
         self.stats = LogStats()
         self._max_queue = max_queue
@@ -66,6 +78,9 @@ class RequestLog:
         self._max_retry_interval_s = max_retry_interval_s
         self._backoff_s = retry_interval_s
         self._retry_at = 0.0  # monotonic; while the database is down, writes wait until then
+        self._replay_at = 0.0  # monotonic; while another process replays a spool file
+        self._journal_scan_interval_s = journal_scan_interval_s
+        self._scan_at = 0.0  # monotonic; the next look for the journals of dead processes
         self._db_ready = False  # schema migrated
         self._queue: asyncio.Queue[CompletionRecord | None] | None = None
         self._progress: asyncio.Event | None = None
@@ -84,6 +99,7 @@ class RequestLog:
         self._progress = asyncio.Event()
         if not self.enabled:
             return
+        await self._adopt_orphans()
         await self._migrate()
         self._writer = asyncio.create_task(self._run(), name="request-log-writer")
 
@@ -97,6 +113,9 @@ class RequestLog:
             else:
                 self._queue.put_nowait(record)
                 self._num_queued += 1
+                # after the put: a record the queue refused is spooled (fsync'd), not journaled
+                if not self.journal.append(record):
+                    self.stats.journal_errors += 1
         except asyncio.QueueFull:
             self._to_spool([record])
         except Exception:
@@ -108,6 +127,7 @@ class RequestLog:
         if self._writer is None:
             return not self.spool.has_pending()
         self._retry_at = 0.0  # try the database now instead of after the back-off
+        self._replay_at = 0.0
         self._wake()
         deadline = time.monotonic() + timeout
         while self._num_queued or self.spool.has_pending():
@@ -133,8 +153,10 @@ class RequestLog:
             if (record := self._queue.get_nowait()) is not None:
                 left.append(record)
         if left:
-            self._to_spool(left)
+            is_spooled = self._to_spool(left)
             self._num_queued -= len(left)
+            self.journal.settle(len(left), is_durable=is_spooled)
+        self.journal.close()
         await asyncio.to_thread(self.store.close)
 
     # -- the writer --------------------------------------------------------------------------
@@ -142,29 +164,37 @@ class RequestLog:
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
+            is_durable = False  # committed or spooled
             try:
                 if batch:
-                    await self._write(batch)
-                if self._db_up() and self.spool.has_pending():
+                    is_durable = await self._write(batch)
+                if time.monotonic() >= self._scan_at:
+                    await self._adopt_orphans()
+                if self._can_replay() and self.spool.has_pending():
                     await self._replay()
             except asyncio.CancelledError:
                 # shutdown while a write hangs: keep the batch (if the write lands after all,
                 # the replay skips the ids already stored)
-                self._to_spool(batch)
+                is_durable = is_durable or not batch or self._to_spool(batch)
                 raise
             except Exception:
                 logger.exception("request log writer: unexpected error")
             finally:
                 self._num_queued -= len(batch)
+                self.journal.settle(len(batch), is_durable=is_durable)
                 self._progress.set()
 
     async def _next_batch(self) -> list[CompletionRecord]:
-        # with a spool to replay, wake up when the back-off ends even if no request arrives
-        wait_s = None
+        # wake up for the next look at the journal, and with a spool to replay when the back-off
+        # ends, even if no request arrives
+        wake_at = self._scan_at
         if self.spool.has_pending():
-            wait_s = max(self._retry_at - time.monotonic(), 0.0)
+            wake_at = min(wake_at, max(self._retry_at, self._replay_at))
+        wait_s = max(wake_at - time.monotonic(), 0.0)
         try:
-            first = await asyncio.wait_for(self._queue.get(), wait_s)
+            # not wait_for: on 3.11 it swallows a cancel (shutdown) that comes as an item arrives
+            async with asyncio.timeout(wait_s):
+                first = await self._queue.get()
         except TimeoutError:
             return []
         batch = [first] if first is not None else []
@@ -173,30 +203,56 @@ class RequestLog:
                 batch.append(record)
         return batch
 
-    async def _write(self, batch: list[CompletionRecord]) -> None:
+    async def _write(self, batch: list[CompletionRecord]) -> bool:
+        """False if the batch was neither committed nor spooled."""
         if self._db_up() and (self._db_ready or await self._migrate()):
             try:
                 await asyncio.to_thread(self._insert, batch)
                 self._mark_up()
-                return
+                return True
             except Exception as e:
                 self._mark_down(e)
-        await asyncio.to_thread(self._to_spool, batch)
+        return await asyncio.to_thread(self._to_spool, batch)
 
     async def _replay(self) -> None:
         if not (self._db_ready or await self._migrate()):
             return
         try:
-            await asyncio.to_thread(self._replay_sync)
+            num_busy = await asyncio.to_thread(self._replay_sync)
             self._mark_up()
         except Exception as e:
             self._mark_down(e)
+            return
+        if num_busy:  # look again after a while rather than spin while the other one replays
+            self._replay_at = time.monotonic() + self._retry_interval_s
 
-    def _replay_sync(self) -> None:
+    def _replay_sync(self) -> int:
+        """The number of files left to another process that is replaying them."""
+        num_busy = 0
         for path in self.spool.take():
-            for chunk in self.spool.read(path):
-                self._insert(chunk)
-            self.spool.done(path)
+            with self.spool.claim(path) as is_claimed:
+                if not is_claimed:
+                    num_busy += path.exists()
+                    continue
+                for chunk in self.spool.read(path):
+                    self._insert(chunk)
+                self.spool.done(path)
+        return num_busy
+
+    async def _adopt_orphans(self) -> None:
+        """Hand the journal segments of processes that are gone to the spool, to be replayed."""
+        self._scan_at = time.monotonic() + self._journal_scan_interval_s
+        try:
+            num = await asyncio.to_thread(self.journal.hand_over_orphans, self.spool.adopt)
+        except Exception:
+            logger.exception("request log: could not look for journals to replay")
+            return
+        if num:
+            logger.warning(
+                "request log: replaying %d journal segment(s) of a stopped process from %s",
+                num,
+                self.journal.dir,
+            )
 
     def _insert(self, records: list[CompletionRecord]) -> None:
         """One transaction; if a value in it is refused, one per row, and a row refused on its own
@@ -236,14 +292,20 @@ class RequestLog:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _to_spool(self, records: list[CompletionRecord]) -> None:
+    def _to_spool(self, records: list[CompletionRecord]) -> bool:
+        """False if the spool itself failed (the records are counted lost)."""
         try:
             # fitted first: a lone surrogate cannot be written as UTF-8, and would lose the batch
             self.spool.append([fit_record(r) for r in records])
             self.stats.spooled += len(records)
+            return True
         except Exception:
             self.stats.lost += len(records)
             logger.exception("request log: could not spool %d records", len(records))
+            return False
+
+    def _can_replay(self) -> bool:
+        return self._db_up() and time.monotonic() >= self._replay_at
 
     def _db_up(self) -> bool:
         return time.monotonic() >= self._retry_at
