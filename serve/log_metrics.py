@@ -4,7 +4,8 @@
   is writing now;
 - ``llmloop:request_log_spool_bytes`` (gauge): bytes in the disk spool waiting for the database
   (grows while the database is down or the queue overflows; falls as the spool is replayed);
-- ``llmloop:request_log_{submitted,written,spooled,db_errors,dead_lettered,lost}_total``
+- ``llmloop:request_log_{submitted,written,spooled,db_errors,dead_lettered,lost,
+  journal_errors}_total``
   (counters): ``feedback.log.LogStats`` of this server process since it started.
 
 No labels: one series each.
@@ -24,6 +25,8 @@ STATS_HELP = {
     "db_errors": "Failed database writes or migrations of the request log (each retried later).",
     "dead_lettered": "Records the database refused on their own (kept in the dead-letter file).",
     "lost": "Records neither written nor spooled (the spool itself failed, e.g. disk full).",
+    "journal_errors": "Journal appends that failed (the record is still queued; a kill before "
+    "it is written would lose it).",
 }
 
 
