@@ -10,6 +10,7 @@ the CPU.
 
 import asyncio
 import functools
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,6 +23,8 @@ if TYPE_CHECKING:  # the safety package (and torch) load with the guardrails, no
     from llmloop.safety.harm import Classification
     from llmloop.safety.redact import Redactor
 
+RETRIEVED_CACHE_SIZE = 8192
+"""Retrieved chunks whose harm classification a server keeps (a few MB)."""
 REFUSAL = "I can't help with that request."
 CONTENT_FILTER = "content_filter"
 """The finish_reason of a refused request or a blocked answer, as OpenAI's."""
@@ -39,6 +42,8 @@ class Guardrails:
         self.guard = guard
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmloop-safety")
+        self._retrieved: OrderedDict[str, Classification] = OrderedDict()
+        """Harm classifications of retrieved chunks by text, least recently used first."""
         self.batchers: dict[str, MicroBatcher[str, Classification]] = {
             direction: MicroBatcher(
                 functools.partial(self._classify, direction),
@@ -92,8 +97,40 @@ class Guardrails:
         return [v.text for v in verdicts], None
 
     async def screen_retrieved(self, texts: list[str], redactor: "Redactor") -> list[str | None]:
-        """Retrieved chunks, redacted; ``None`` for a chunk that may not enter the prompt."""
-        verdicts = await self._check_all(texts, "input", redactor)
+        """Retrieved chunks, redacted; ``None`` for a chunk that may not enter the prompt.
+
+        The harm classifier's output for a chunk is kept by the chunk's text (the last
+        ``RETRIEVED_CACHE_SIZE`` texts): the same chunks come back question after question, and
+        classifying four new ~1,000-character chunks took longer than a whole chat without
+        retrieval on a 2-core CPU (docs/rag.md, "RAG chat latency"). A classification is a pure
+        function of the text and this server's classifier; the policy's decision (harm
+        categories, block list, PII) is still made on every request from it, so a chunk that is
+        blocked once is blocked every time and never reaches a prompt."""
+        from llmloop.safety.guard import needs_classification
+
+        rules = self.guard.policy.direction("input")
+        needed = [needs_classification(text, rules) for text in texts]
+        classifications: dict[str, Classification] = {}
+        for text in dict.fromkeys(t for t, need in zip(texts, needed, strict=True) if need):
+            if (cached := self._retrieved.get(text)) is not None:
+                self._retrieved.move_to_end(text)
+                classifications[text] = cached
+        missing = [t for t, need in zip(texts, needed, strict=True) if need]
+        missing = [t for t in dict.fromkeys(missing) if t not in classifications]
+        for text, classification in zip(
+            missing, await self.batchers["input"].submit(missing), strict=True
+        ):
+            classifications[text] = self._retrieved[text] = classification
+        while len(self._retrieved) > RETRIEVED_CACHE_SIZE:
+            self._retrieved.popitem(last=False)
+        per_text = [
+            classifications[t] if need else None for t, need in zip(texts, needed, strict=True)
+        ]
+        verdicts = await asyncio.to_thread(
+            self.guard.judge_messages, texts, "input", redactor, per_text
+        )
+        for verdict in verdicts:
+            self._count("input", verdict)
         return [None if v.action == "block" else v.text for v in verdicts]
 
     async def screen_output(

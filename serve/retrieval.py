@@ -1,4 +1,4 @@
-"""RAG for chat requests: retrieve on the last user turn, put numbered sources into the prompt
+"""RAG for chat requests: retrieve on the conversation's last user turns, put numbered sources into the prompt
 within the context budget, return the sources used as citations. Also owns the embedder that
 ``/v1/embeddings`` serves (the same all-MiniLM-L6-v2 the indexes were built with)."""
 
@@ -54,8 +54,20 @@ class Retrieval:
             return retriever
 
 
-def last_user_text(messages: list[dict]) -> str:
-    return next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+QUERY_USER_TURNS = 3
+"""User turns a retrieval query is made of: the last one and the ones before it."""
+
+
+def retrieval_query(messages: list[dict], turns: int = QUERY_USER_TURNS) -> str:
+    """The search query for a chat: its last ``turns`` user messages, newest first (the
+    embedder truncates long text at its end). A follow-up ("what is a common mistake with
+    it?") names nothing to search for on its own; with the questions before it, it retrieves
+    what the conversation is about, and mostly the same chunks as the turn before, so the
+    prompt's sources (and vLLM's cached prefix) stay the same. Asking the model to rewrite
+    the query would cost a generation before every retrieval: more than a whole chat without
+    retrieval takes on a CPU (docs/rag.md, "RAG chat latency")."""
+    texts = [m["content"] for m in reversed(messages) if m["role"] == "user"]
+    return "\n".join(t for t in texts[:turns] if isinstance(t, str) and t.strip())
 
 
 def with_sources(

@@ -37,7 +37,7 @@ from llmloop.serve.protocol import (
 )
 from llmloop.serve.protocol_tools import DeltaFunctionCall, DeltaToolCall, FunctionCall, ToolCall
 from llmloop.serve.records import logged_choice
-from llmloop.serve.retrieval import last_user_text, with_sources
+from llmloop.serve.retrieval import retrieval_query, with_sources
 from llmloop.serve.streaming import sse
 from llmloop.serve.tools import (
     message_texts,
@@ -107,12 +107,12 @@ def render_chat(tokenizer: Tokenizer, messages: list[dict], **template_kwargs) -
 
 
 async def _add_sources(chat: "ChatContext") -> None:
-    """Numbered sources for the last user turn, if the request (or the server) names an index;
-    retrieved text passes the safety layer before it enters the prompt."""
+    """Numbered sources for the conversation's last user turns, if the request (or the server)
+    names an index; retrieved text passes the safety layer before it enters the prompt."""
     retrieval = chat.request.app.state.retrieval
     rag = chat.body.rag
     index = (rag.index if rag else None) or retrieval.default_index
-    query = last_user_text(chat.messages)
+    query = retrieval_query(chat.messages)
     if index is None or not query:
         return
     with chat.tracing.span("retrieval", {"llmloop.rag.index": index}):
@@ -127,7 +127,9 @@ async def _add_sources(chat: "ChatContext") -> None:
     reserve = chat.body.requested_max_tokens() or min(_DEFAULT_OUTPUT_RESERVE, max_model_len // 4)
     prompt_ids = await off_loop(chat.request, chat.render, chat.messages)
     budget = max_model_len - len(prompt_ids) - reserve
-    chat.messages, chat.citations = with_sources(
+    chat.messages, chat.citations = await off_loop(
+        chat.request,
+        with_sources,
         chat.messages,
         hits,
         lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
