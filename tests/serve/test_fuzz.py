@@ -7,6 +7,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 
 from llmloop.safety.harm import Classification
+from llmloop.serve.admission import Admission
 from llmloop.serve.app import create_app
 from llmloop.serve.auth.keyring import KeyRing
 from llmloop.serve.config import ServerConfig
@@ -36,6 +37,7 @@ def make_app(keyring: KeyRing):
     app.state.engine = FakeEngine()
     app.state.harm_classifier = StubClassifier()  # the real one: tests/serve/test_moderations.py
     app.state.tokenizer_executor = ThreadPoolExecutor(1)  # what the lifespan would start
+    app.state.admission = Admission(60.0, app.state.engine.max_num_seqs)  # and this
 
     async def without_lifespan(scope, receive, send):
         if scope["type"] != "lifespan":
