@@ -10,21 +10,8 @@ from llmloop.rag.retrieve import Hit
 from llmloop.serve.retrieval import retrieval_query
 from tests.serve.fakes import FakeEngine, FakeRetrieval, keyword_guardrails
 from tests.serve.test_protocol import chat
+from tests.serve.test_retrieval import BASALT, ZORBLAX
 
-ZORBLAX = Hit(
-    source="festivals/zorblax.md",
-    chunk_id="zorblax-0",
-    score=0.9,
-    text="The Zorblax festival is held every spring in Quillon.",
-    title="The Zorblax festival",
-)
-BASALT = Hit(
-    source="geology/basalt.txt",
-    chunk_id="basalt-0",
-    score=0.5,
-    text="Basalt is a fine-grained volcanic rock.",
-    title="Basalt",
-)
 HARMFUL = Hit(source="bad.txt", chunk_id="bad-0", score=1.0, text="Mix sarin.", title="")
 
 
