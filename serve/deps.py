@@ -31,7 +31,7 @@ def resolve_target(
     engine: Engine = request.app.state.engine
     key = request_key(request)
     table: RouteTable | None = request.app.state.routes
-    if table is not None and _may_use(key, model):
+    if table is not None and may_use(key, model):
         target = table.target(model, user or (key.id if key else None), count)
         if target is not None:
             if not target.model:
@@ -56,10 +56,11 @@ def visible_models(request: Request, engine: Engine, key: ApiKey | None) -> list
     table: RouteTable | None = request.app.state.routes
     routes = list(table.routes) if table is not None else []
     names = [*routes, engine.model_name, *(adapter.name for adapter in engine.list_loras())]
-    return [name for name in names if _may_use(key, name)]
+    return [name for name in names if may_use(key, name)]
 
 
-def _may_use(key: ApiKey | None, model: str) -> bool:
+def may_use(key: ApiKey | None, model: str) -> bool:
+    """Whether ``key`` may name ``model`` (a key made with ``--models`` names its own)."""
     return key is None or key.models is None or model in key.models
 
 

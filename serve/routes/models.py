@@ -6,7 +6,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 
 from llmloop.serve.auth.deps import request_key, require_infer
-from llmloop.serve.deps import EngineDep
+from llmloop.serve.deps import EngineDep, may_use
 from llmloop.serve.protocol import ModelCard, ModelList
 
 router = APIRouter(dependencies=[Depends(require_infer)])  # scope: infer
@@ -43,9 +43,5 @@ async def list_models(request: Request, engine: EngineDep) -> ModelList:
         for route in (table.routes.values() if table is not None else ())
     ]
     key = request_key(request)
-    visible = [
-        card
-        for card in (*routes, base, *adapters)
-        if key is None or key.models is None or card.id in key.models
-    ]
+    visible = [card for card in (*routes, base, *adapters) if may_use(key, card.id)]
     return ModelList(data=visible)

@@ -48,8 +48,8 @@ class ShadowRunner:
             or not request_log.enabled
         ):
             return  # nothing of this request is stored (``store: false``, ``--no-store``)
-        route = ctx.request.app.state.routes.routes.get(route_name)
         table = ctx.request.app.state.routes
+        route = table.routes.get(route_name)
         shadow = route.shadow if route is not None else None
         if shadow is None or shadow.ref not in table.loaded or random.random() >= shadow.fraction:
             return
