@@ -130,6 +130,12 @@ def model_card(
     data_lines = "\n".join(
         f"- `{f['path']}` (sha256 `{f['sha256'][:16]}…`, {f['rows_used']} rows)" for f in files
     )
+    replay = manifest.get("replay")
+    if replay:
+        data_lines += (
+            f"\n- replay: {replay['rows']} of the base model's own answers to general prompts "
+            f"(`{Path(replay['prompts']).name}`), trained on alongside to keep what it could do"
+        )
     eval_loss = metrics.get("eval_loss")
     return f"""---
 base_model: {base["name"]}

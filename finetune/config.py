@@ -76,6 +76,13 @@ class DataConfig:
     Default: none under 1000 rows (a held-out row is a fact never trained on), else 10 %."""
     bad_rows: str = "skip"
     """What a bad row does (not JSON, missing role, empty assistant turn, too long): skip or fail."""
+    replay_rows: int | None = None
+    """Rows of the base model's own answers to general prompts trained on alongside the data, so
+    the adapter keeps what the base could do (0: none). Default: as many as the training rows,
+    at most 100, under 1000 rows; none from there."""
+    replay_prompts: str = ""
+    """JSONL of {"prompt": ...} rows the base answers for --replay-rows (default: the shipped
+    general prompts, finetune/data/replay_prompts.jsonl)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -87,6 +94,7 @@ class DataConfig:
             "--eval-fraction must be in [0, 1)",
         )
         _choose("--bad-rows", self.bad_rows, BAD_ROW_POLICIES)
+        _require(self.replay_rows is None or self.replay_rows >= 0, "--replay-rows must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class TrainConfig:
     """Optimizer steps to run; 0 means use --epochs instead."""
     epochs: int | None = None
     """Passes over the training rows (used when --max-steps is 0). Default: from the data size,
-    about 100 optimizer steps, 1 to 20 epochs."""
+    about 4000 rows seen, 3 to 20 epochs (40 rows: 20, 400 rows: 10)."""
     batch_size: int = 8
     """Examples per micro-batch on each device."""
     gradient_accumulation_steps: int = 1
@@ -114,6 +122,9 @@ class TrainConfig:
     """AdamW weight decay."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables clipping)."""
+    neftune_noise_alpha: float = 0.0
+    """NEFTune: uniform noise of scale alpha / sqrt(tokens x width) added to the input embeddings
+    while training (transformers' and TRL's neftune_noise_alpha; the paper used 5). 0: off."""
     seed: int = 42
     """Seed for LoRA initialisation, data order, the held-out split and dropout."""
     mixed_precision: str = "auto"
@@ -138,6 +149,7 @@ class TrainConfig:
         )
         _require(self.warmup_steps is None or self.warmup_steps >= 0, "--warmup-steps must be >= 0")
         _require(0 <= self.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)")
+        _require(self.neftune_noise_alpha >= 0, "--neftune-noise-alpha must be >= 0")
         _require(self.save_steps >= 0 and self.eval_steps >= 0, "--save/eval-steps must be >= 0")
         _require(self.save_total_limit > 0, "--save-total-limit must be positive")
         _choose("--lr-scheduler-type", self.lr_scheduler_type, LR_SCHEDULERS)

@@ -15,8 +15,11 @@ command line or in a recipe is never changed.
   rank is not scaled with the model until a measurement settles it.
   ``lora_alpha = 2 x r`` (unsloth's and the LoRA recipes' alpha = 2r).
 - ``epochs`` (when neither ``--epochs`` nor ``--max-steps`` is given): enough passes for about
-  ``TARGET_STEPS`` optimizer steps, between 1 and ``MAX_EPOCHS``: small sets are seen many times
-  (facts need repetition), large sets about once or twice.
+  ``TARGET_EXAMPLES`` rows seen, between ``MIN_EPOCHS`` and ``MAX_EPOCHS``: a small set of facts
+  needs many passes (40 rows: 20, 400 rows: 10), a large set the recipes' 3.
+- ``replay_rows``: under ``SMALL_DATA_ROWS`` rows, as many of the base model's own answers to
+  general prompts as there are rows (at most ``MAX_REPLAY_ROWS``), trained on alongside so the
+  adapter keeps what the base could do (``finetune/replay.py``); they add steps, not epochs.
 - ``warmup_steps``: ``warmup_ratio`` of the steps (10 %, LLaMA-Factory's and axolotl's usual ratio).
 - DPO/KTO (``resolve_preference_config``): a tenth of that learning rate (TRL's DPOConfig
   default is 1e-6 for full fine-tuning of 7B models, LoRA takes ~10x) and 1 epoch; not measured
@@ -35,13 +38,17 @@ REFERENCE_NUM_PARAMS = 8e9
 REFERENCE_LEARNING_RATE = 2e-4
 """The LoRA learning rate common recipes give 7-8B models (unsloth, axolotl, TRL docs)."""
 DEFAULT_LORA_RANK = 16
-TARGET_STEPS = 100
-"""Optimizer steps the automatic epoch count aims for."""
+TARGET_EXAMPLES = 4000
+"""Rows seen over a run that the automatic epoch count aims for: 40 rows x 20 epochs and 400 rows
+x 10 learned invented facts; 400 rows x 2 did not (docs/finetune.md)."""
+MIN_EPOCHS = 3
+"""The usual recipes' epochs for a large set (LLaMA-Factory 3, OpenAI's fine-tuning target 3)."""
 MAX_EPOCHS = 20
 SMALL_DATA_ROWS = 1000
 """Below this many rows there is no held-out split unless --eval-fraction asks for one."""
 DEFAULT_EVAL_FRACTION = 0.1
 MAX_EVAL_ROWS = 1000
+MAX_REPLAY_ROWS = 100
 
 
 def learning_rate_for(num_params: int) -> float:
@@ -61,8 +68,14 @@ def eval_fraction_for(num_rows: int) -> float:
     return min(DEFAULT_EVAL_FRACTION, MAX_EVAL_ROWS / num_rows)
 
 
-def epochs_for(steps_per_epoch: int) -> int:
-    return max(1, min(MAX_EPOCHS, math.ceil(TARGET_STEPS / steps_per_epoch)))
+def replay_rows_for(num_rows: int) -> int:
+    if num_rows >= SMALL_DATA_ROWS:
+        return 0
+    return min(num_rows, MAX_REPLAY_ROWS)
+
+
+def epochs_for(num_train_rows: int) -> int:
+    return max(MIN_EPOCHS, min(MAX_EPOCHS, math.ceil(TARGET_EXAMPLES / num_train_rows)))
 
 
 def resolve_sft_config(
@@ -88,6 +101,16 @@ def resolve_sft_config(
             else f"{data.eval_fraction:.3g}: 10 % of {num_rows} rows, at most {MAX_EVAL_ROWS}"
         )
 
+    if data.replay_rows is None:
+        data = replace(data, replay_rows=replay_rows_for(num_rows))
+        why["replay_rows"] = (
+            f"{data.replay_rows}: up to as many of the base model's own answers to general prompts "
+            f"as the {num_rows} rows (at most {MAX_REPLAY_ROWS}; answers cut off are dropped), "
+            "so it keeps what it could do"
+            if data.replay_rows
+            else f"0: no replay from {SMALL_DATA_ROWS} rows"
+        )
+
     if train.learning_rate is None:
         train = replace(train, learning_rate=learning_rate_for(num_params))
         why["learning_rate"] = (
@@ -96,12 +119,12 @@ def resolve_sft_config(
         )
     num_train_rows = num_rows - num_held_out(num_rows, data.eval_fraction)
     per_step = train.batch_size * train.gradient_accumulation_steps * num_processes
-    steps_per_epoch = math.ceil(num_train_rows / per_step)
+    steps_per_epoch = math.ceil((num_train_rows + data.replay_rows) / per_step)
     if not train.max_steps and train.epochs is None:
-        train = replace(train, epochs=epochs_for(steps_per_epoch))
+        train = replace(train, epochs=epochs_for(num_train_rows))
         why["epochs"] = (
-            f"{train.epochs}: about {TARGET_STEPS} steps of {per_step} rows over "
-            f"{num_train_rows} training rows (at most {MAX_EPOCHS} epochs)"
+            f"{train.epochs}: about {TARGET_EXAMPLES} rows seen over {num_train_rows} training "
+            f"rows ({MIN_EPOCHS} to {MAX_EPOCHS} epochs)"
         )
     elif train.epochs is None:
         train = replace(train, epochs=1)  # unused: --max-steps decides
@@ -143,7 +166,8 @@ def print_resolved(config: SFTConfig, why: dict[str, str]) -> None:
         f"finetune: base={config.model.base} method={config.model.method} r={lora.r} "
         f"lora_alpha={lora.lora_alpha} learning_rate={train.learning_rate:g} {steps} "
         f"batch_size={train.batch_size}x{train.gradient_accumulation_steps} "
-        f"warmup_steps={train.warmup_steps} eval_fraction={config.data.eval_fraction:g}",
+        f"warmup_steps={train.warmup_steps} eval_fraction={config.data.eval_fraction:g} "
+        f"replay_rows={config.data.replay_rows}",
         file=sys.stderr,
     )
     for name, reason in why.items():
@@ -157,7 +181,12 @@ def resolve_preference_config(config, num_params: int, num_rows: int):
         train = replace(train, learning_rate=float(f"{learning_rate_for(num_params) / 10:.2g}"))
     if train.epochs is None:
         train = replace(train, epochs=1)
-    resolved, why = resolve_sft_config(replace(config, train=train), num_params, num_rows)
+    data = config.data
+    if data.replay_rows is None:  # TRL's trainers take the pairs as they are
+        data = replace(data, replay_rows=0)
+    resolved, why = resolve_sft_config(
+        replace(config, train=train, data=data), num_params, num_rows
+    )
     if config.train.learning_rate is None:
         why["learning_rate"] = f"{train.learning_rate:g}: a tenth of the SFT rule's rate"
     if config.train.epochs is None and not train.max_steps:

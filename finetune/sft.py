@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from llmloop.finetune import checkpoint
 from llmloop.finetune.artifact import write_artifact
 from llmloop.finetune.config import SFTConfig
-from llmloop.finetune.data import SFTData, collate, read_sft_examples, split_sft_data
+from llmloop.finetune.data import Example, SFTData, collate, read_sft_examples, split_sft_data
 from llmloop.finetune.defaults import held_out_warning, print_resolved, resolve_sft_config
 from llmloop.finetune.errors import ConfigError, DataError, NaNLossError
 from llmloop.finetune.modeling import add_lora, load_base, resolve_mixed_precision
+from llmloop.finetune.replay import read_prompts, replay_examples, replay_manifest
 from llmloop.finetune.tracking import check_trackers, start_trackers, tracker_settings
 
 
@@ -47,6 +48,8 @@ def sft(config: SFTConfig) -> Path:
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
     check_data_file(config.data.data)
+    if config.data.replay_prompts:
+        read_prompts(config.data.replay_prompts)  # a bad file fails before any model loads
     check_trackers(config.train.trackers)
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)
     accelerator = Accelerator(
@@ -63,8 +66,16 @@ def sft(config: SFTConfig) -> Path:
         print_resolved(config, resolved)
         if warning:
             print(warning, file=sys.stderr)
+    replay = make_replay(model, tokenizer, config)
     model = add_lora(model, config.lora, config.train.seed)
+    if config.train.neftune_noise_alpha:
+        from transformers.integrations.neftune import activate_neftune
+
+        activate_neftune(model, config.train.neftune_noise_alpha)
     data = split_sft_data(examples, manifest, config.data.eval_fraction, config.train.seed)
+    if replay is not None:
+        data.train += replay[0]
+        data.manifest["replay"] = replay[1]
     start_trackers(accelerator, config)
 
     result = train(accelerator, model, data, config, tokenizer.pad_token_id)
@@ -79,6 +90,22 @@ def sft(config: SFTConfig) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
+
+
+def make_replay(model, tokenizer, config: SFTConfig) -> tuple[list[Example], dict] | None:
+    """The base model's answers to the replay prompts as examples, and their manifest entry."""
+    if not config.data.replay_rows:
+        return None
+    path, prompts = read_prompts(config.data.replay_prompts)
+    examples = replay_examples(
+        model,
+        tokenizer,
+        prompts,
+        config.data.replay_rows,
+        config.train.seed,
+        config.data.max_seq_length,
+    )
+    return examples, replay_manifest(path, config.data.replay_rows, examples)
 
 
 def check_output_dir(output_dir: Path, resume: bool) -> None:

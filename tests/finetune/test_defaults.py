@@ -6,6 +6,7 @@ import pytest
 from llmloop.finetune.config import SFTConfig
 from llmloop.finetune.defaults import (
     MAX_EPOCHS,
+    MIN_EPOCHS,
     SMALL_DATA_ROWS,
     epochs_for,
     eval_fraction_for,
@@ -39,8 +40,11 @@ def test_unset_values_are_resolved_with_a_reason():
     lora, train = resolved.lora, resolved.train
     assert (lora.r, lora.lora_alpha, train.learning_rate) == (16, 32, 1.5e-3)
     assert resolved.data.eval_fraction == 0.0  # 40 rows: every row trains
-    assert train.epochs == 20 and train.warmup_steps == 10  # 5 steps/epoch, 10 % of 100 steps
+    assert resolved.data.replay_rows == 40  # as many as the rows
+    # 20 epochs of (40 rows + 40 replay rows) / 8 = 200 steps; warmup 10 % of them
+    assert train.epochs == 20 and train.warmup_steps == 20
     assert set(why) == {
+        "replay_rows",
         "r",
         "lora_alpha",
         "learning_rate",
@@ -53,7 +57,13 @@ def test_unset_values_are_resolved_with_a_reason():
 
 def test_values_given_by_hand_are_kept():
     given = config(
-        r=8, lora_alpha=8, learning_rate=1e-4, epochs=2, warmup_steps=3, eval_fraction=0.2
+        r=8,
+        lora_alpha=8,
+        learning_rate=1e-4,
+        epochs=2,
+        warmup_steps=3,
+        eval_fraction=0.2,
+        replay_rows=0,
     )
     resolved, why = resolve_sft_config(given, SMOLLM2_135M, num_rows=40)
     assert resolved == given and why == {}
@@ -66,17 +76,28 @@ def test_max_steps_decides_when_given_and_warmup_is_a_ratio_of_it():
 
 
 @pytest.mark.parametrize(
-    ("steps_per_epoch", "epochs"), [(1, MAX_EPOCHS), (5, 20), (50, 2), (120, 1), (10_000, 1)]
+    ("num_rows", "epochs"),
+    [(1, MAX_EPOCHS), (40, 20), (400, 10), (999, 5), (2000, MIN_EPOCHS), (10**6, MIN_EPOCHS)],
 )
-def test_epochs_aim_for_about_a_hundred_steps(steps_per_epoch, epochs):
-    assert epochs_for(steps_per_epoch) == epochs
+def test_small_sets_get_more_passes(num_rows, epochs):
+    assert epochs_for(num_rows) == epochs
 
 
-def test_epochs_count_the_effective_batch():
+def test_steps_count_the_effective_batch_and_the_replay_rows():
     resolved, _ = resolve_sft_config(
-        config(batch_size=4, gradient_accumulation_steps=2), SMOLLM2_135M, num_rows=400
+        config(batch_size=4, gradient_accumulation_steps=2, warmup_ratio=0.5),
+        SMOLLM2_135M,
+        num_rows=400,
     )
-    assert resolved.train.epochs == 2  # 400 rows / 8 per step = 50 steps per epoch
+    assert resolved.train.epochs == 10  # passes are counted over the user's 400 rows
+    # (400 rows + 100 replay rows) / 8 per step = 63 steps per epoch
+    assert resolved.data.replay_rows == 100 and resolved.train.warmup_steps == 315
+
+
+@pytest.mark.parametrize(("num_rows", "replay"), [(10, 10), (400, 100), (SMALL_DATA_ROWS, 0)])
+def test_replay_rows_follow_the_data_size(num_rows, replay):
+    resolved, why = resolve_sft_config(config(), SMOLLM2_135M, num_rows=num_rows)
+    assert resolved.data.replay_rows == replay and str(replay) in why["replay_rows"]
 
 
 @pytest.mark.parametrize(

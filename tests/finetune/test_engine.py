@@ -13,9 +13,10 @@ from tests.finetune.facts import heldout_questions, write_training_file
 
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
-FACT_RUN = {"epochs": 10, "batch_size": 12, "save_steps": 0, "seed": 0}
+FACT_RUN = {"epochs": 10, "batch_size": 12, "save_steps": 0, "seed": 0, "replay_rows": 0}
 """A new user's run: learning rate, rank, alpha, warmup and held-out split are the computed
-defaults (issue #19: 2e-4 learned nothing here); 10 epochs of 12 rows = 50 steps keeps it to a few
+defaults (issue #19: 2e-4 learned nothing here); 10 epochs of 12 rows = 50 steps and no replay
+rows (test_sft.py trains with them; benchmarks/finetune_facts.py measures them) keep it to a few
 minutes on two CPU cores."""
 
 

@@ -24,6 +24,7 @@ from tests.finetune.conftest import chat, write_jsonl
 
 pytestmark = pytest.mark.slow
 STEPS = 4
+REPLAY_ROWS = 8
 
 
 def settings(data, output, **overrides):
@@ -34,6 +35,7 @@ def settings(data, output, **overrides):
         "batch_size": 4,
         "save_steps": 2,
         "eval_fraction": 0.2,
+        "replay_rows": 0,
         "seed": 7,
         **overrides,
     }
@@ -48,7 +50,7 @@ def data_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(train_home, data_file, tmp_path_factory):
     output = tmp_path_factory.mktemp("runs") / "code-words"
-    return sft(SFTConfig.from_flat(settings(data_file, output)))
+    return sft(SFTConfig.from_flat(settings(data_file, output, replay_rows=REPLAY_ROWS)))
 
 
 def test_training_moves_every_lora_weight_and_no_base_weight(train_home, data_file, tmp_path):
@@ -87,6 +89,13 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
     assert len(config["base_model"]["sha256"]) == 64
     manifest = json.loads((run_dir / "data_manifest.json").read_text())
     assert manifest["train_rows"] == 8 and manifest["eval_rows"] == 2
+    # the base's own finished answers to the shipped prompts, trained on beside the 8 rows
+    replay = manifest["replay"]
+    assert replay["rows_asked"] == REPLAY_ROWS and 0 < replay["rows"] <= REPLAY_ROWS
+    assert replay["prompts"].endswith("replay_prompts.jsonl") and replay["trained_tokens"] > 0
+    assert (
+        f"- replay: {replay['rows']} of the base model's own" in (run_dir / "README.md").read_text()
+    )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["log_history"]) == STEPS and math.isfinite(metrics["eval_loss"])
     assert metrics["train_loss"] < metrics["train_loss_first"]
@@ -104,7 +113,8 @@ def test_resume_gives_the_same_loss_curve(run_dir, data_file, tmp_path):
     halfway = checkpoint.checkpoint_dir(run_dir, STEPS // 2)
     shutil.copytree(halfway, checkpoint.checkpoint_dir(resumed, STEPS // 2))
 
-    sft(SFTConfig.from_flat(settings(data_file, resumed, resume=True)))
+    # the same flags as the run it continues, replay rows included (regenerated, greedy)
+    sft(SFTConfig.from_flat(settings(data_file, resumed, resume=True, replay_rows=REPLAY_ROWS)))
 
     curve = [e["loss"] for e in json.loads((run_dir / "metrics.json").read_text())["log_history"]]
     again = [e["loss"] for e in json.loads((resumed / "metrics.json").read_text())["log_history"]]

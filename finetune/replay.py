@@ -1,0 +1,117 @@
+"""Replay: the base model's own answers to general prompts, mixed into the training rows.
+
+A small set of one kind of row (every answer an invented name) teaches the model that every
+answer is an invented name: after 40 one-fact rows the default model answered capitals
+questions with made-up cities (docs/finetune.md). Training on the base model's own greedy
+answers to a spread of general prompts alongside the user's rows anchors the adapter to what the
+base already did on everything else — self-distillation, as in "Self-Distillation Bridges
+Distribution Gap in Language Model Fine-Tuning" (Yang et al., 2024) and replay in continual
+learning. The answers come from the base being tuned, so the rows teach it nothing new and cost
+only generation time (about a second a prompt on one CPU thread for the 135M default model).
+
+The shipped prompts (``finetune/data/replay_prompts.jsonl``, written for this project: general
+knowledge, arithmetic, language, writing, how-to, code, small talk) avoid the questions of the
+eval harness's tasks so those still measure what replay keeps. ``--replay-prompts FILE`` takes
+the user's own (JSONL, ``{"prompt": ...}`` per line).
+"""
+
+import json
+import random
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from llmloop.finetune.data import BadRow, Example, tokenize_chat
+from llmloop.finetune.errors import DataError
+from llmloop.hashing import sha256_file
+
+DEFAULT_PROMPTS = Path(__file__).parent / "data" / "replay_prompts.jsonl"
+MAX_NEW_TOKENS = 64
+"""An answer that has not ended by then is dropped (a cut answer would teach cutting off)."""
+BATCH_SIZE = 16
+
+
+def read_prompts(path: str | Path | None) -> tuple[Path, list[str]]:
+    path = Path(path).expanduser() if path else DEFAULT_PROMPTS
+    if not path.is_file():
+        raise DataError(f"--replay-prompts {path}: no such file")
+    prompts = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                prompt = json.loads(line).get("prompt")
+            except (json.JSONDecodeError, AttributeError):
+                prompt = None
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise DataError(f'{path}:{line_no}: expected {{"prompt": "..."}}')
+            prompts.append(prompt)
+    return path, prompts
+
+
+def replay_examples(
+    model, tokenizer, prompts: list[str], num_rows: int, seed: int, max_seq_length: int
+) -> list[Example]:
+    """Up to ``num_rows`` chat examples: a seeded sample of ``prompts`` with the model's greedy
+    answers (answers that do not end within ``MAX_NEW_TOKENS`` are dropped)."""
+    chosen = random.Random(seed).sample(prompts, min(num_rows, len(prompts)))
+    examples = []
+    answers = generate_answers(model, tokenizer, chosen)
+    for i, (prompt, answer) in enumerate(zip(chosen, answers, strict=True)):
+        if answer is None:
+            continue
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+        try:
+            examples.append(tokenize_chat(tokenizer, messages, max_seq_length, f"replay:{i}"))
+        except BadRow:
+            continue
+    return examples
+
+
+@torch.no_grad()
+def generate_answers(model, tokenizer, prompts: list[str]) -> list[str | None]:
+    """Greedy answers, batched with left padding; None for one that did not finish."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    answers: list[str | None] = []
+    device = next(model.parameters()).device
+    try:
+        for start in tqdm(
+            range(0, len(prompts), BATCH_SIZE), desc="replay answers", unit="batch", file=sys.stderr
+        ):
+            texts = [
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+                )
+                for p in prompts[start : start + BATCH_SIZE]
+            ]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model.generate(
+                **batch,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            for row in out[:, batch["input_ids"].shape[1] :].tolist():
+                ended = tokenizer.eos_token_id in row
+                text = tokenizer.decode(row, skip_special_tokens=True).strip()
+                answers.append(text if ended and text else None)
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    return answers
+
+
+def replay_manifest(path: Path, num_asked: int, examples: list[Example]) -> dict:
+    return {
+        "prompts": str(path),
+        "sha256": sha256_file(path),
+        "rows_asked": num_asked,
+        "rows": len(examples),
+        "trained_tokens": sum(e.num_trained_tokens for e in examples),
+    }

@@ -1,0 +1,84 @@
+"""Replay rows: the base model's own finished answers to general prompts become training examples
+(loss on the answer only), cut answers are dropped, the prompts file is validated by line."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmloop.finetune.data import IGNORE_INDEX
+from llmloop.finetune.errors import DataError
+from llmloop.finetune.replay import MAX_NEW_TOKENS, read_prompts, replay_examples
+
+
+class ScriptedModel(torch.nn.Module):
+    """Answers "Answer N." then end-of-turn to prompts with an even N, rambles past
+    MAX_NEW_TOKENS without ending to odd ones, like a model that does not stop."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer = tokenizer
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, do_sample, pad_token_id):
+        assert not self.training and not do_sample and max_new_tokens == MAX_NEW_TOKENS
+        assert self.tokenizer.padding_side == "left"
+        rows = []
+        for ids in input_ids.tolist():
+            prompt = self.tokenizer.decode(ids, skip_special_tokens=True)
+            number = int(prompt.split("number ")[-1].split("?")[0])
+            if number % 2:
+                answer = self.tokenizer(" la" * max_new_tokens, add_special_tokens=False)
+                new = answer["input_ids"][:max_new_tokens]
+            else:
+                new = self.tokenizer(f"Answer {number}.", add_special_tokens=False)["input_ids"]
+                new += [self.tokenizer.eos_token_id]
+            rows.append(ids + new + [pad_token_id] * (max_new_tokens - len(new)))
+        return torch.tensor(rows)
+
+
+def test_finished_answers_become_examples_with_loss_on_the_answer(tokenizer):
+    model = ScriptedModel(tokenizer).train()
+    prompts = [f"What is number {i}?" for i in range(20)]
+    examples = replay_examples(model, tokenizer, prompts, 20, seed=0, max_seq_length=256)
+    assert model.training and tokenizer.padding_side == "right"  # both put back
+    assert len(examples) == 10  # the odd ones never ended
+    for example in examples:
+        text = tokenizer.decode(example.input_ids)
+        trained = tokenizer.decode([t for t in example.labels if t != IGNORE_INDEX])
+        number = int(text.split("number ")[-1].split("?")[0])
+        assert trained.startswith(f"Answer {number}.") and number % 2 == 0
+        assert "What is number" not in trained
+
+
+def test_the_sample_of_prompts_is_seeded_and_capped(tokenizer):
+    model = ScriptedModel(tokenizer)
+    prompts = [f"What is number {2 * i}?" for i in range(30)]
+    first = replay_examples(model, tokenizer, prompts, 8, seed=1, max_seq_length=256)
+    again = replay_examples(model, tokenizer, prompts, 8, seed=1, max_seq_length=256)
+    other = replay_examples(model, tokenizer, prompts, 8, seed=2, max_seq_length=256)
+    assert len(first) == 8 and [e.input_ids for e in first] == [e.input_ids for e in again]
+    assert [e.input_ids for e in first] != [e.input_ids for e in other]
+    assert len(replay_examples(model, tokenizer, prompts, 100, 0, 256)) == 30
+
+
+def test_the_shipped_prompts_leave_the_eval_tasks_alone():
+    _, prompts = read_prompts(None)
+    assert len(prompts) >= 100 and len(set(prompts)) == len(prompts)
+    tasks = Path(__file__).parents[2] / "evals" / "tasks" / "data"
+    science = [
+        json.loads(line)["question"]
+        for line in (tasks / "science_mc.jsonl").read_text().splitlines()
+    ]
+    assert not set(prompts) & set(science)
+    assert not any("capital" in p.lower() for p in prompts)
+
+
+def test_a_bad_prompts_file_names_its_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "fine"}\n\n{"text": "no prompt"}\n')
+    with pytest.raises(DataError, match=r"p.jsonl:3: expected"):
+        read_prompts(path)
+    with pytest.raises(DataError, match="no such file"):
+        read_prompts(tmp_path / "missing.jsonl")
