@@ -297,6 +297,15 @@ def run_base(num_rows: int, seed: int, general: bool) -> dict:
     return result
 
 
+def report(result: dict, out: str | None) -> None:
+    """Print one run's JSON line, and append it to ``out`` when given."""
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
 def parse_value(text: str):
     for cast in (int, float):
         try:
@@ -329,11 +338,7 @@ def main() -> int:
                     result = run_base(num_rows, seed, args.general)
                 else:
                     result = run_one(num_rows, seed, overrides, Path(tmp), args.general)
-                line = json.dumps(result)
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as f:
-                        f.write(line + "\n")
+                report(result, args.out)
     return 0
 
 

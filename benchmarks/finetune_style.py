@@ -12,7 +12,6 @@ alongside, which pulls the other way; this measures how much.
 """
 
 import argparse
-import json
 import random
 import sys
 import tempfile
@@ -20,7 +19,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_facts import general_scores, generate, load_for_eval, parse_value, write_jsonl
+from finetune_facts import (
+    general_scores,
+    generate,
+    load_for_eval,
+    parse_value,
+    report,
+    write_jsonl,
+)
 
 SUBJECTS = [
     "owls",
@@ -140,11 +146,7 @@ def main() -> int:
                 "general": general_scores(model, tokenizer),
                 "replies": replies[:3],
             }
-            line = json.dumps(result)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(line + "\n")
+            report(result, args.out)
     return 0
 
 
