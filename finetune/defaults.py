@@ -33,6 +33,7 @@ import sys
 from dataclasses import replace
 
 from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.errors import ConfigError
 
 REFERENCE_NUM_PARAMS = 8e9
 REFERENCE_LEARNING_RATE = 2e-4
@@ -182,8 +183,9 @@ def resolve_preference_config(config, num_params: int, num_rows: int):
     if train.epochs is None:
         train = replace(train, epochs=1)
     data = config.data
-    if data.replay_rows is None:  # TRL's trainers take the pairs as they are
-        data = replace(data, replay_rows=0)
+    if data.replay_rows or data.replay_prompts:
+        raise ConfigError("--replay-rows and --replay-prompts apply to `finetune sft` only")
+    data = replace(data, replay_rows=0)  # TRL's trainers take the pairs as they are
     resolved, why = resolve_sft_config(
         replace(config, train=train, data=data), num_params, num_rows
     )

@@ -131,3 +131,16 @@ def test_preference_tuning_takes_a_tenth_of_the_rate_and_one_epoch():
     assert resolved.train.learning_rate == pytest.approx(1.5e-4)
     assert resolved.train.epochs == 1 and isinstance(resolved, PreferenceRunConfig)
     assert "tenth" in why["learning_rate"]
+
+
+def test_preference_tuning_refuses_replay_it_would_not_do():
+    from llmloop.finetune.config import PreferenceRunConfig
+    from llmloop.finetune.errors import ConfigError
+
+    given = PreferenceRunConfig.from_flat({"data": "d", "output": "o", "replay_rows": 10})
+    with pytest.raises(ConfigError, match="`finetune sft` only"):
+        resolve_preference_config(given, SMOLLM2_135M, num_rows=100)
+    resolved, _ = resolve_preference_config(
+        PreferenceRunConfig.from_flat({"data": "d", "output": "o"}), SMOLLM2_135M, num_rows=100
+    )
+    assert resolved.data.replay_rows == 0
