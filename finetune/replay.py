@@ -15,7 +15,6 @@ eval harness's tasks so those still measure what replay keeps. ``--replay-prompt
 the user's own (JSONL, ``{"prompt": ...}`` per line).
 """
 
-import json
 import random
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from llmloop.finetune.data import BadRow, Example, tokenize_chat
+from llmloop.finetune.data import BadRow, Example, read_jsonl, tokenize_chat
 from llmloop.finetune.errors import DataError
 from llmloop.hashing import sha256_file
 
@@ -34,21 +33,22 @@ BATCH_SIZE = 16
 
 
 def read_prompts(path: str | Path | None) -> tuple[Path, list[str]]:
+    """``(path, prompts)`` of a ``{"prompt": ...}`` JSONL file (default: the shipped prompts);
+    the first bad line stops with ``file:line``."""
     path = Path(path).expanduser() if path else DEFAULT_PROMPTS
     if not path.is_file():
         raise DataError(f"--replay-prompts {path}: no such file")
+    bad: list[tuple[int, str]] = []
     prompts = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                prompt = json.loads(line).get("prompt")
-            except (json.JSONDecodeError, AttributeError):
-                prompt = None
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise DataError(f'{path}:{line_no}: expected {{"prompt": "..."}}')
-            prompts.append(prompt)
+    for line_no, row in read_jsonl(path, bad):
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            bad.append((line_no, 'expected {"prompt": "..."}'))
+            break
+        prompts.append(prompt)
+    if bad:
+        line_no, why = min(bad)
+        raise DataError(f"{path}:{line_no}: {why}")
     return path, prompts
 
 

@@ -48,8 +48,7 @@ def sft(config: SFTConfig) -> Path:
     output_dir = config.output.output_dir
     check_output_dir(output_dir, config.output.resume)
     check_data_file(config.data.data)
-    if config.data.replay_prompts:
-        read_prompts(config.data.replay_prompts)  # a bad file fails before any model loads
+    replay_prompts = read_prompts(config.data.replay_prompts)  # a bad file fails before loading
     check_trackers(config.train.trackers)
     mixed_precision = resolve_mixed_precision(config.train.mixed_precision)
     accelerator = Accelerator(
@@ -66,7 +65,7 @@ def sft(config: SFTConfig) -> Path:
         print_resolved(config, resolved)
         if warning:
             print(warning, file=sys.stderr)
-    replay = make_replay(model, tokenizer, config)
+    replay = make_replay(model, tokenizer, config, *replay_prompts)
     model = add_lora(model, config.lora, config.train.seed)
     if config.train.neftune_noise_alpha:
         from transformers.integrations.neftune import activate_neftune
@@ -92,11 +91,12 @@ def sft(config: SFTConfig) -> Path:
     return output_dir
 
 
-def make_replay(model, tokenizer, config: SFTConfig) -> tuple[list[Example], dict] | None:
+def make_replay(
+    model, tokenizer, config: SFTConfig, path: Path, prompts: list[str]
+) -> tuple[list[Example], dict] | None:
     """The base model's answers to the replay prompts as examples, and their manifest entry."""
     if not config.data.replay_rows:
         return None
-    path, prompts = read_prompts(config.data.replay_prompts)
     examples = replay_examples(
         model,
         tokenizer,
@@ -105,7 +105,8 @@ def make_replay(model, tokenizer, config: SFTConfig) -> tuple[list[Example], dic
         config.train.seed,
         config.data.max_seq_length,
     )
-    return examples, replay_manifest(path, config.data.replay_rows, examples)
+    asked = min(config.data.replay_rows, len(prompts))
+    return examples, replay_manifest(path, asked, examples)
 
 
 def check_output_dir(output_dir: Path, resume: bool) -> None:
