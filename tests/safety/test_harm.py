@@ -10,6 +10,7 @@ from llmloop.safety.harm import (
     INT8_HEAD_PATH,
     HarmClassifier,
     HarmHead,
+    MeanHarmClassifier,
     split_windows,
 )
 from llmloop.safety.policy import load_policy
@@ -215,8 +216,11 @@ def test_the_shipped_classifier_reads_korean() -> None:
             assert result.flagged and result.categories[category], (direction, category)
         for text, result in zip(KOREAN_BENIGN, results[len(KOREAN_HARMFUL) :], strict=True):
             assert not result.flagged, (direction, text)
-    # one e5 for both directions
-    assert guard.classifier_for("input").multilingual is guard.classifier_for("output").multilingual
+    # one e5 for both directions, and in the Korean route beside the character n-grams
+    e5 = guard.classifier_for("input").multilingual
+    assert e5 is guard.classifier_for("output").multilingual
+    korean = guard.classifier_for("output").korean
+    assert isinstance(korean, MeanHarmClassifier) and korean.members[0] is e5
 
 
 def test_standardizing_is_folded_into_the_saved_weights() -> None:
