@@ -198,8 +198,9 @@ def fact_score(model, tokenizer, asked: list[tuple[str, str]], misses: list | No
     return right
 
 
-def general_scores(model, tokenizer) -> dict[str, float]:
-    """capitals "contains" and science_mc acc, both in % (the harness tasks, scored in-process)."""
+def general_scores(model, tokenizer, misses: list | None = None) -> dict[str, float]:
+    """capitals "contains" and science_mc acc, both in % (the harness tasks, scored in-process);
+    wrong capitals appended to ``misses`` as [country, reply]."""
     import torch
 
     capitals = [json.loads(line) for line in (TASKS / "capitals.jsonl").read_text().splitlines()]
@@ -207,10 +208,12 @@ def general_scores(model, tokenizer) -> dict[str, float]:
         f"What is the capital of {c['country']}? Answer with the city name only." for c in capitals
     ]
     replies = generate(model, tokenizer, prompts, max_new_tokens=16)
-    right = sum(
-        any(a.lower() in r.lower() for a in c["answer"])
-        for c, r in zip(capitals, replies, strict=True)
-    )
+    right = 0
+    for c, reply in zip(capitals, replies, strict=True):
+        if any(a.lower() in reply.lower() for a in c["answer"]):
+            right += 1
+        elif misses is not None:
+            misses.append([c["country"], reply])
     science = [json.loads(line) for line in (TASKS / "science_mc.jsonl").read_text().splitlines()]
     correct = 0
     for item in science:
@@ -277,7 +280,8 @@ def run_one(num_rows: int, seed: int, overrides: dict, work: Path, general: bool
         "train_s": round(train_s, 1),
     }
     if general:
-        result["general"] = general_scores(model, tokenizer)
+        result["capital_misses"] = []
+        result["general"] = general_scores(model, tokenizer, result["capital_misses"])
     result["misses"] = misses
     return result
 

@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/harm_multilingual.py [--out results.json] [--before HEAD.json]
 
 Sets (``benchmarks/data/safety``; provenance in ``safety/data/README.md``): ``harm_eval.jsonl``
-(English), ``harm_eval_ko.jsonl`` (Korean), ``harm_eval_multilingual.jsonl`` (Japanese, Chinese,
+(English), ``harm_eval_ko.jsonl`` (Korean), ``harm_eval_ko_v2.jsonl`` (Korean, written before
+the ``llmloop-ko-v3`` training rows), ``harm_eval_multilingual.jsonl`` (Japanese, Chinese,
 Spanish, German: no training rows in these languages) and ``harm_blind.jsonl`` (English and
 Korean, role-play and "hypothetically" framings, scored once, after every choice was made).
 Out-of-fold figures (5-fold, the training recipe's seed) come from ``safety/data/harm_train.jsonl``.
@@ -35,6 +36,7 @@ DATA_DIR = Path(__file__).parent / "data" / "safety"
 SETS = {
     "held-out en": "harm_eval.jsonl",
     "held-out ko": "harm_eval_ko.jsonl",
+    "held-out ko v2": "harm_eval_ko_v2.jsonl",
     "held-out ja/zh/es/de": "harm_eval_multilingual.jsonl",
     "blind en/ko": "harm_blind.jsonl",
 }
