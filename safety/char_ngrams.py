@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.sparse import csr_array
 
 NGRAM_RANGE = (1, 4)
 MIN_DF = 2  # a piece must occur in two training texts to be a feature
@@ -28,19 +29,29 @@ class CharNgrams:
     idf: np.ndarray
     """[num_features] smoothed inverse document frequencies."""
 
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        """texts -> [num_texts, num_features] L2-normalised TF-IDF (float32). Linear in the text."""
-        x = np.zeros((len(texts), len(self.vocabulary)), dtype=np.float32)
-        for row, text in enumerate(texts):
+    def __call__(self, texts: list[str]) -> csr_array:
+        """texts -> [num_texts, num_features] L2-normalised TF-IDF, sparse (a text has a few
+        hundred of the thousands of pieces). Linear in the text."""
+        indptr, columns, values = [0], [], []
+        for text in texts:
             counts = Counter(
                 self.vocabulary[piece] for piece in pieces(text) if piece in self.vocabulary
             )
-            if counts:
-                columns = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-                tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-                x[row, columns] = (1.0 + np.log(tf)) * self.idf[columns]
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.where(norms == 0, 1, norms)
+            row = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+            weights = (1.0 + np.log(tf)) * self.idf[row]
+            norm = np.linalg.norm(weights)
+            columns.append(row)
+            values.append(weights / norm if norm else weights)
+            indptr.append(indptr[-1] + len(row))
+        return csr_array(
+            (
+                np.concatenate([np.zeros(0), *values]).astype(np.float32),
+                np.concatenate([np.zeros(0, np.int64), *columns]),
+                np.asarray(indptr),
+            ),
+            shape=(len(texts), len(self.vocabulary)),
+        )
 
     def to_json(self) -> dict:
         by_column = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
@@ -48,7 +59,9 @@ class CharNgrams:
 
     @classmethod
     def from_json(cls, data: dict) -> "CharNgrams":
-        vocabulary = {piece: column for column, piece in enumerate(data["pieces"])}
+        vocabulary = {str(piece): column for column, piece in enumerate(data["pieces"])}
+        if len(vocabulary) != len(data["pieces"]):
+            raise ValueError("char_ngrams: a piece is listed twice")
         return cls(vocabulary, np.asarray(data["idf"], dtype=np.float32))
 
 

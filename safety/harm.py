@@ -21,11 +21,15 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from llmloop.safety.char_ngrams import CharNgrams
 from llmloop.safety.errors import ClassifierNotFoundError
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_array
 
 CATEGORIES: tuple[str, ...] = (
     "violent_crimes",  # Llama Guard S1: murder, assault, kidnapping, torture, threats
@@ -47,7 +51,8 @@ ENCODERS: tuple[str, ...] = (MINILM, MINILM_INT8, E5, CHAR_NGRAMS)
 WINDOW_CHARS = 1000  # ~220 word pieces: under MiniLM's 256-token limit
 WINDOW_STRIDE = 800
 
-Encoder = Callable[[list[str]], np.ndarray]  # texts -> [num_texts, dim] unit-norm embeddings
+# texts -> [num_texts, dim] unit-norm embeddings (sparse for character n-grams)
+Encoder = Callable[[list[str]], "np.ndarray | csr_array"]
 
 
 @dataclass(frozen=True)
@@ -92,17 +97,42 @@ class HarmHead:
                 f"cannot read the harm classifier head {path}: {e}; "
                 "retrain it with `python -m safety.train_harm`"
             ) from e
-        return cls(
-            classes=tuple(data["classes"]),
-            coef=np.asarray(data["coef"], dtype=np.float32),
-            intercept=np.asarray(data["intercept"], dtype=np.float32),
-            threshold=float(data["threshold"]),
-            metadata=data.get("metadata", {}),
-            encoder=data.get("encoder") or (MINILM_INT8 if data.get("int8") else MINILM),
-            char_ngrams=CharNgrams.from_json(data["char_ngrams"])
-            if "char_ngrams" in data
-            else None,
-        )
+        try:
+            head = cls(
+                classes=tuple(data["classes"]),
+                coef=np.asarray(data["coef"], dtype=np.float32),
+                intercept=np.asarray(data["intercept"], dtype=np.float32),
+                threshold=float(data["threshold"]),
+                metadata=data.get("metadata", {}),
+                encoder=data.get("encoder") or (MINILM_INT8 if data.get("int8") else MINILM),
+                char_ngrams=CharNgrams.from_json(data["char_ngrams"])
+                if "char_ngrams" in data
+                else None,
+            )
+            head.check()
+        except (KeyError, TypeError, ValueError) as e:
+            raise ClassifierNotFoundError(
+                f"the harm classifier head {path} is malformed ({e!r}); "
+                "retrain it with `python -m safety.train_harm`"
+            ) from e
+        return head
+
+    def check(self) -> None:
+        """ValueError unless the weights fit the classes (and a char-ngram head's features)."""
+        num_classes = len(self.classes)
+        if self.coef.ndim != 2 or self.coef.shape[0] != num_classes:
+            raise ValueError(f"coef has shape {self.coef.shape}, not [{num_classes}, dim]")
+        if self.intercept.shape != (num_classes,):
+            raise ValueError(f"intercept has shape {self.intercept.shape}, not [{num_classes}]")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold {self.threshold} is not in (0, 1)")
+        if self.char_ngrams is not None:
+            width = len(self.char_ngrams.vocabulary)
+            if self.char_ngrams.idf.shape != (width,) or self.coef.shape[1] != width:
+                raise ValueError(
+                    f"{width} pieces, {self.char_ngrams.idf.shape} idf weights and "
+                    f"coef {self.coef.shape} do not agree"
+                )
 
     def save(self, path: Path = HEAD_PATH) -> None:
         data = {
@@ -117,7 +147,7 @@ class HarmHead:
             data["char_ngrams"] = self.char_ngrams.to_json()
         Path(path).write_text(json.dumps(data) + "\n")
 
-    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+    def probabilities(self, embeddings: "np.ndarray | csr_array") -> np.ndarray:
         """[num_texts, dim] -> [num_texts, num_classes] softmax probabilities."""
         logits = embeddings @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
@@ -208,10 +238,12 @@ class MeanHarmClassifier(HarmClassifier):
     pair's, chosen on their mean's out-of-fold scores by ``safety.train_harm``)."""
 
     def __init__(self, members: list[HarmClassifier], threshold: float):
-        if not members:
-            raise ValueError("MeanHarmClassifier needs at least one member")
+        if not members or any(m.head.classes != members[0].head.classes for m in members):
+            raise ClassifierNotFoundError(
+                "a mean of harm heads needs heads with the same classes in the same order"
+            )
         self.members = members
-        self.head = members[0].head  # classes (the same for every member: each checked them)
+        self.head = members[0].head  # the classes, for _classification
         self._threshold = threshold
 
     def probabilities(self, texts: list[str]) -> np.ndarray:

@@ -48,9 +48,13 @@ LANGUAGE_ID_CHARS = 2000  # py3langid reads at most this much of a text (its cos
 # U+0000-U+024F (ASCII, Latin-1 and Latin Extended-A/B).
 NON_LATIN_LETTER = re.compile(r"[^\W\d_\u0000-\u024f]")
 NON_LATIN_LETTERS = 2  # this many make a text non-English whatever the language id says
-HANGUL = re.compile(
-    r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]"
-)  # jamo, compatibility jamo, syllables
+# Hangul letters: conjoining jamo, compatibility jamo, precomposed syllables; not the three
+# fillers (U+115F, U+1160, U+3164), which print as nothing and carry no meaning
+HANGUL = re.compile(r"[\u1100-\u115e\u1161-\u11ff\u3131-\u3163\u3165-\u318e\uac00-\ud7a3]")
+HANGUL_RUN = re.compile(HANGUL.pattern + "+")
+LETTER = re.compile(r"[^\W\d_]")
+OTHER_LETTERS = 8
+"""A Korean text with this many letters of other scripts has them judged on their own too."""
 Route = Literal["english", "korean", "other"]
 
 
@@ -102,38 +106,67 @@ class RoutedHarmClassifier:
             return "english"
         return "korean" if is_korean(text) else "other"
 
+    def parts(self, text: str) -> list[tuple[Route, str]]:
+        """What is judged of ``text``, and on which route: the text on its language's; for a
+        Korean text with ``OTHER_LETTERS`` letters of other scripts, also those on theirs. The
+        n-gram head of the Korean route knows no script it has no rows for and pulls the mean
+        down on them, so without this a request in Chinese, say, with Korean added around it
+        (or a Korean opening before a long text) would never reach e5 alone."""
+        route = self.route(text)
+        if route != "korean":
+            return [(route, text)]
+        rest = HANGUL_RUN.sub(" ", text)
+        if sum(1 for _ in itertools.islice(LETTER.finditer(rest), OTHER_LETTERS)) < OTHER_LETTERS:
+            return [(route, text)]
+        return [(route, text), (self.route(rest), rest)]
+
     def classify(self, texts: list[str]) -> list[Classification]:
-        routes = [self.route(text) for text in texts]
+        """Each text's parts (``parts``) in one batch per route; a text is as harmful as its
+        most harmful part (flagged if any part is)."""
+        parts = [
+            (i, route, part) for i, text in enumerate(texts) for route, part in self.parts(text)
+        ]
         results: list[Classification | None] = [None] * len(texts)
         classifiers = {"english": self.english, "korean": self.korean, "other": self.multilingual}
         for route, classifier in classifiers.items():
-            rows = [i for i, r in enumerate(routes) if r == route]
+            rows = [(i, part) for i, r, part in parts if r == route]
             if rows:
-                for i, result in zip(
-                    rows, classifier.classify([texts[i] for i in rows]), strict=True
-                ):
-                    results[i] = result
-        return results  # type: ignore[return-value]  # every row was filled by one route
+                judged = classifier.classify([part for _, part in rows])
+                for (i, _), result in zip(rows, judged, strict=True):
+                    if results[i] is None or severity(result) > severity(results[i]):
+                        results[i] = result
+        return results  # type: ignore[return-value]  # every text has at least one part
+
+
+def severity(result: Classification | None) -> tuple[bool, float]:
+    """Flagged first, then the highest category probability."""
+    if result is None:
+        return (False, -1.0)
+    return (result.flagged, max(result.category_scores.values()))
 
 
 def load_korean(multilingual: HarmClassifier, mean_path: Path = KOREAN_MEAN_PATH) -> HarmClassifier:
     """The Korean route: ``multilingual`` (e5) and the character n-gram head, averaged at the
     threshold ``mean_path`` holds. Both heads must have been trained on the data the threshold
     was chosen on (their ``training_data_sha256``), or the threshold means nothing."""
+    retrain = "retrain it with `python -m safety.train_harm --head korean`"
     try:
         mean = json.loads(mean_path.read_text())
-    except (OSError, ValueError) as e:
+        threshold = float(mean["threshold"])
+        trained_on = str(mean["metadata"]["training_data_sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ClassifierNotFoundError(f"cannot read {mean_path}: {e!r}; {retrain}") from e
+    if not 0 < threshold < 1:
         raise ClassifierNotFoundError(
-            f"cannot read {mean_path}: {e}; retrain it with `python -m safety.train_harm --head korean`"
-        ) from e
+            f"{mean_path}: threshold {threshold} is not in (0, 1); {retrain}"
+        )
     members = [multilingual, HarmClassifier.load(CHAR_HEAD_PATH)]
-    trained_on = {m.head.metadata.get("training_data_sha256") for m in members}
-    if trained_on != {mean["metadata"]["training_data_sha256"]}:
+    if {m.head.metadata.get("training_data_sha256") for m in members} != {trained_on}:
         raise ClassifierNotFoundError(
             f"{mean_path} was chosen for other heads than {MULTILINGUAL_HEAD_PATH.name} and "
             f"{CHAR_HEAD_PATH.name}; retrain all of them with `python -m safety.train_harm`"
         )
-    return MeanHarmClassifier(members, float(mean["threshold"]))
+    return MeanHarmClassifier(members, threshold)
 
 
 def is_korean(text: str) -> bool:

@@ -70,7 +70,7 @@ class Guardrails:
         guard = Guard(load_policy(policy_path))
         for direction in ("input", "output"):  # load the classifiers, pay one-time costs now
             if guard.policy.direction(direction).needs_classifier:
-                guard.classifier_for(direction).classify(["warm-up"])
+                guard.classifier_for(direction).classify(["warm-up", "준비 운동"])  # en, ko
         return cls(guard, metrics)
 
     async def classify(self, texts: list[str]) -> list["Classification"]:
