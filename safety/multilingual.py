@@ -17,8 +17,9 @@ of the Korean held-out requests at fewer false positives than either alone (0.80
 e5's 0.73 at 5%; ``docs/safety.md``). The n-gram head knows no script it has no rows for, so
 Japanese, Chinese and the rest stay with e5 alone.
 
-Routing is per text, not per window: a long answer that is English with a Korean paragraph
-goes to the Korean route (its Hangul letters), whose heads read English too.
+Routing is per window (the classifiers' 1000-character windows): a long text routes each part
+where it belongs; within a window, an English sentence with Korean words goes to the Korean
+route (its Hangul letters), whose heads read English too.
 """
 
 import itertools
@@ -38,6 +39,7 @@ from llmloop.safety.harm import (
     Encoder,
     HarmClassifier,
     MeanHarmClassifier,
+    split_windows,
 )
 
 MULTILINGUAL_HEAD_PATH = Path(__file__).with_name("harm_head_multilingual.json")
@@ -121,10 +123,15 @@ class RoutedHarmClassifier:
         return [(route, text), (self.route(rest), rest)]
 
     def classify(self, texts: list[str]) -> list[Classification]:
-        """Each text's parts (``parts``) in one batch per route; a text is as harmful as its
-        most harmful part (flagged if any part is)."""
+        """Each text cut into the classifiers' windows (``split_windows``), each window routed
+        on its own (a long English text with a Korean request at its end, or the reverse, goes
+        where each part belongs), each window's parts (``parts``) in one batch per route; a
+        text is as harmful as its most harmful part (flagged if any part is)."""
         parts = [
-            (i, route, part) for i, text in enumerate(texts) for route, part in self.parts(text)
+            (i, route, part)
+            for i, text in enumerate(texts)
+            for window in split_windows(text)
+            for route, part in self.parts(window)
         ]
         results: list[Classification | None] = [None] * len(texts)
         classifiers = {"english": self.english, "korean": self.korean, "other": self.multilingual}
