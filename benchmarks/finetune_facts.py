@@ -161,29 +161,11 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def generate(model, tokenizer, questions: list[str], max_new_tokens: int = 32) -> list[str]:
-    """Greedy chat replies, batched with left padding."""
-    import torch
+    """Greedy chat replies, batched with left padding (the trainer's replay generation)."""
+    from llmloop.finetune.replay import greedy_replies
 
-    tokenizer.padding_side = "left"
-    replies = []
-    for start in range(0, len(questions), 16):
-        prompts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
-            )
-            for q in questions[start : start + 16]
-        ]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        width = batch["input_ids"].shape[1]
-        replies += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    return replies
+    replies = greedy_replies(model, tokenizer, questions, max_new_tokens, desc="answers")
+    return [text for text, _ in replies]
 
 
 def fact_score(model, tokenizer, asked: list[tuple[str, str]], misses: list | None = None) -> int:

@@ -71,17 +71,29 @@ def replay_examples(
     return examples
 
 
-@torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str]) -> list[str | None]:
-    """Greedy answers, batched with left padding; None for one that did not finish."""
+    """Greedy answers; None for one that did not end within ``MAX_NEW_TOKENS`` (or is empty)."""
+    answers = []
+    for text, ended in greedy_replies(model, tokenizer, prompts, MAX_NEW_TOKENS):
+        answers.append(text.strip() if ended and text.strip() else None)
+    return answers
+
+
+@torch.no_grad()
+def greedy_replies(
+    model, tokenizer, prompts: list[str], max_new_tokens: int, desc: str = "replay answers"
+) -> list[tuple[str, bool]]:
+    """Greedy chat replies to single-turn ``prompts``, batched with left padding: (the reply,
+    whether it ended within ``max_new_tokens``). The model's mode and the tokenizer's padding
+    side are put back afterwards."""
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"
-    answers: list[str | None] = []
+    replies: list[tuple[str, bool]] = []
     device = next(model.parameters()).device
     try:
         for start in tqdm(
-            range(0, len(prompts), BATCH_SIZE), desc="replay answers", unit="batch", file=sys.stderr
+            range(0, len(prompts), BATCH_SIZE), desc=desc, unit="batch", file=sys.stderr
         ):
             texts = [
                 tokenizer.apply_chat_template(
@@ -93,18 +105,17 @@ def generate_answers(model, tokenizer, prompts: list[str]) -> list[str | None]:
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model.generate(
                 **batch,
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
             )
             for row in out[:, batch["input_ids"].shape[1] :].tolist():
-                ended = tokenizer.eos_token_id in row
-                text = tokenizer.decode(row, skip_special_tokens=True).strip()
-                answers.append(text if ended and text else None)
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                replies.append((text, tokenizer.eos_token_id in row))
     finally:
         model.train(was_training)
         tokenizer.padding_side = side
-    return answers
+    return replies
 
 
 def replay_manifest(path: Path, num_asked: int, examples: list[Example]) -> dict:
