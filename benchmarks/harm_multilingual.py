@@ -5,8 +5,13 @@
 Sets (``benchmarks/data/safety``; provenance in ``safety/data/README.md``): ``harm_eval.jsonl``
 (English), ``harm_eval_ko.jsonl`` (Korean), ``harm_eval_ko_v2.jsonl`` (Korean, written before
 the ``llmloop-ko-v3`` training rows), ``harm_eval_multilingual.jsonl`` (Japanese, Chinese,
-Spanish, German: no training rows in these languages) and ``harm_blind.jsonl`` (English and
-Korean, role-play and "hypothetically" framings, scored once, after every choice was made).
+Spanish, German: no training rows in these languages), ``harm_blind.jsonl`` (English and
+Korean, role-play and "hypothetically" framings, scored once, after every choice was made), and
+three public sets no one here wrote, never trained on: ``harm_multijail.jsonl`` (MultiJail's
+red-teaming prompts in ten languages, relabelled to this project's categories),
+``harm_xstest.jsonl`` (XSTest: English prompts that sound unsafe and are not, and their unsafe
+contrasts) and ``harm_simple_safety.jsonl`` (SimpleSafetyTests: 100 English prompts to refuse);
+the ``make_*.py`` scripts beside them build them from the published files.
 Out-of-fold figures (5-fold, the training recipe's seed) come from ``safety/data/harm_train.jsonl``.
 
 Approaches, each with its threshold chosen on out-of-fold predictions only:
@@ -40,6 +45,9 @@ SETS = {
     "held-out ko v2": "harm_eval_ko_v2.jsonl",
     "held-out ja/zh/es/de": "harm_eval_multilingual.jsonl",
     "blind en/ko": "harm_blind.jsonl",
+    "MultiJail (public)": "harm_multijail.jsonl",
+    "XSTest (public)": "harm_xstest.jsonl",
+    "SimpleSafetyTests (public)": "harm_simple_safety.jsonl",
 }
 
 
@@ -231,12 +239,17 @@ def print_tables(results: dict) -> None:
             )
             cells.append(
                 "<br>".join(
-                    f"{lang} {m['recall']:.2f} / {m['benign_fpr']:.2f}"
+                    f"{lang} {rate(m['recall'])} / {rate(m['benign_fpr'])}"
                     for lang, m in figures.items()
                 )
                 or "—"
             )
         print(f"| {system} | " + " | ".join(cells) + " |")
+
+
+def rate(value: float | None) -> str:
+    """A recall or false-positive rate, or "—" for a set without such rows."""
+    return "—" if value is None else f"{value:.2f}"
 
 
 def print_categories(per_set: dict) -> None:
