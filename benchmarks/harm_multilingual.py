@@ -11,7 +11,7 @@ three public sets no one here wrote, never trained on: ``harm_multijail.jsonl`` 
 red-teaming prompts in ten languages, relabelled to this project's categories),
 ``harm_xstest.jsonl`` (XSTest: English prompts that sound unsafe and are not, and their unsafe
 contrasts) and ``harm_simple_safety.jsonl`` (SimpleSafetyTests: 100 English prompts to refuse);
-the ``make_*.py`` scripts beside them build them from the published files.
+``benchmarks/data/safety/make_public_sets.py`` builds them from the published files.
 Out-of-fold figures (5-fold, the training recipe's seed) come from ``safety/data/harm_train.jsonl``.
 
 Approaches, each with its threshold chosen on out-of-fold predictions only:
