@@ -134,7 +134,8 @@ def model_card(
     if replay:
         data_lines += (
             f"\n- replay: {replay['rows']} of the base model's own answers to general prompts "
-            f"(`{Path(replay['prompts']).name}`), trained on alongside to keep what it could do"
+            f"(`{Path(replay['prompts']).name}`), trained on alongside to keep what it could do "
+            f"(loss: {replay.get('loss', 'tokens')})"
         )
     eval_loss = metrics.get("eval_loss")
     return f"""---

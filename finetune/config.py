@@ -17,6 +17,7 @@ from llmloop.models import DEFAULT_MODEL
 
 METHODS = ("lora", "qlora")
 BAD_ROW_POLICIES = ("skip", "fail")
+REPLAY_LOSSES = ("kl", "tokens")
 MIXED_PRECISIONS = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup")
 REPORT_TO = ("none", "tensorboard", "mlflow", "trackio")
@@ -83,6 +84,9 @@ class DataConfig:
     replay_prompts: str = ""
     """JSONL of {"prompt": ...} rows the base answers for --replay-rows (default: the shipped
     general prompts, finetune/data/replay_prompts.jsonl)."""
+    replay_loss: str = "kl"
+    """What a replay row trains toward: "kl", the base model's whole next-token distribution
+    along its answer (KL divergence), or "tokens", the answer's tokens (cross-entropy)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -95,6 +99,7 @@ class DataConfig:
         )
         _choose("--bad-rows", self.bad_rows, BAD_ROW_POLICIES)
         _require(self.replay_rows is None or self.replay_rows >= 0, "--replay-rows must be >= 0")
+        _choose("--replay-loss", self.replay_loss, REPLAY_LOSSES)
 
 
 @dataclass(frozen=True)

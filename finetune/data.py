@@ -41,6 +41,9 @@ class Example:
     """Same length as input_ids; IGNORE_INDEX everywhere except assistant tokens."""
     source: str
     """file:line the row came from."""
+    anchor: bool = False
+    """Train toward the base model's distribution at the labelled tokens
+    (``replay.anchored_loss``), not toward the tokens themselves."""
 
     @property
     def num_trained_tokens(self) -> int:
@@ -258,19 +261,23 @@ def _pad_rows(rows, pad_token_id: int, with_attention_mask: bool) -> dict[str, t
     """``[rows, longest]`` tensors; pad tokens form their own position segment and carry no loss."""
     lengths = [sum(len(e.input_ids) for e in row) for row in rows]
     width = max(lengths)
-    input_ids, labels, position_ids, attention_mask = [], [], [], []
+    input_ids, labels, position_ids, attention_mask, anchor = [], [], [], [], []
     for row, length in zip(rows, lengths, strict=True):
-        ids, targets, positions = [], [], []
+        ids, targets, positions, anchored = [], [], [], []
         for e in row:
             ids += e.input_ids
             targets += [IGNORE_INDEX, *e.labels[1:]]  # never predict across an example boundary
             positions += range(len(e.input_ids))
+            anchored += [e.anchor] * len(e.input_ids)
         pad = width - length
         input_ids.append(ids + [pad_token_id] * pad)
         labels.append(targets + [IGNORE_INDEX] * pad)
         position_ids.append(positions + list(range(pad)))
         attention_mask.append([1] * length + [0] * pad)
+        anchor.append(anchored + [False] * pad)
     batch = {"input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels)}
+    if any(e.anchor for row in rows for e in row):
+        batch["anchor"] = torch.tensor(anchor)
     if with_attention_mask:
         batch["attention_mask"] = torch.tensor(attention_mask)
     else:

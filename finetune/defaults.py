@@ -20,6 +20,9 @@ command line or in a recipe is never changed.
 - ``replay_rows``: under ``SMALL_DATA_ROWS`` rows, as many of the base model's own answers to
   general prompts as there are rows (at most ``MAX_REPLAY_ROWS``), trained on alongside so the
   adapter keeps what the base could do (``finetune/replay.py``); they add steps, not epochs.
+  They train toward the base's whole next-token distribution along its answers
+  (``replay_loss = "kl"``; "tokens" trains on the answers' tokens): on the invented-fact sets
+  that kept far more general ability at the same recall (docs/finetune.md).
 - ``warmup_steps``: ``warmup_ratio`` of the steps (10 %, LLaMA-Factory's and axolotl's usual ratio).
 - DPO/KTO (``resolve_preference_config``): a tenth of that learning rate (TRL's DPOConfig
   default is 1e-6 for full fine-tuning of 7B models, LoRA takes ~10x) and 1 epoch; not measured
@@ -32,7 +35,7 @@ import math
 import sys
 from dataclasses import replace
 
-from llmloop.finetune.config import SFTConfig
+from llmloop.finetune.config import DataConfig, SFTConfig
 from llmloop.finetune.errors import ConfigError
 
 REFERENCE_NUM_PARAMS = 8e9
@@ -168,7 +171,8 @@ def print_resolved(config: SFTConfig, why: dict[str, str]) -> None:
         f"lora_alpha={lora.lora_alpha} learning_rate={train.learning_rate:g} {steps} "
         f"batch_size={train.batch_size}x{train.gradient_accumulation_steps} "
         f"warmup_steps={train.warmup_steps} eval_fraction={config.data.eval_fraction:g} "
-        f"replay_rows={config.data.replay_rows}",
+        f"replay_rows={config.data.replay_rows}"
+        + (f" replay_loss={config.data.replay_loss}" if config.data.replay_rows else ""),
         file=sys.stderr,
     )
     for name, reason in why.items():
@@ -183,8 +187,10 @@ def resolve_preference_config(config, num_params: int, num_rows: int):
     if train.epochs is None:
         train = replace(train, epochs=1)
     data = config.data
-    if data.replay_rows or data.replay_prompts:
-        raise ConfigError("--replay-rows and --replay-prompts apply to `finetune sft` only")
+    if data.replay_rows or data.replay_prompts or data.replay_loss != DataConfig.replay_loss:
+        raise ConfigError(
+            "--replay-rows, --replay-prompts and --replay-loss apply to `finetune sft` only"
+        )
     data = replace(data, replay_rows=0)  # TRL's trainers take the pairs as they are
     resolved, why = resolve_sft_config(
         replace(config, train=train, data=data), num_params, num_rows

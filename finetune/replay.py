@@ -15,6 +15,7 @@ eval harness's tasks so those still measure what replay keeps. ``--replay-prompt
 the user's own (JSONL, ``{"prompt": ...}`` per line).
 """
 
+import dataclasses
 import random
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from llmloop.finetune.data import BadRow, Example, read_jsonl, tokenize_chat
+from llmloop.finetune.data import IGNORE_INDEX, BadRow, Example, read_jsonl, tokenize_chat
 from llmloop.finetune.errors import DataError
 from llmloop.hashing import sha256_file
 
@@ -53,10 +54,17 @@ def read_prompts(path: str | Path | None) -> tuple[Path, list[str]]:
 
 
 def replay_examples(
-    model, tokenizer, prompts: list[str], num_rows: int, seed: int, max_seq_length: int
+    model,
+    tokenizer,
+    prompts: list[str],
+    num_rows: int,
+    seed: int,
+    max_seq_length: int,
+    anchor: bool = False,
 ) -> list[Example]:
     """Up to ``num_rows`` chat examples: a seeded sample of ``prompts`` with the model's greedy
-    answers (answers that do not end within ``MAX_NEW_TOKENS`` are dropped)."""
+    answers (answers that do not end within ``MAX_NEW_TOKENS`` are dropped); ``anchor``: trained
+    toward the base's distribution along the answer (``anchored_loss``)."""
     chosen = random.Random(seed).sample(prompts, min(num_rows, len(prompts)))
     examples = []
     answers = generate_answers(model, tokenizer, chosen)
@@ -65,7 +73,8 @@ def replay_examples(
             continue
         messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
         try:
-            examples.append(tokenize_chat(tokenizer, messages, max_seq_length, f"replay:{i}"))
+            example = tokenize_chat(tokenizer, messages, max_seq_length, f"replay:{i}")
+            examples.append(dataclasses.replace(example, anchor=anchor))
         except BadRow:
             continue
     return examples
@@ -118,10 +127,27 @@ def greedy_replies(
     return replies
 
 
-def replay_manifest(path: Path, num_asked: int, examples: list[Example]) -> dict:
+def anchored_loss(model, base_logits, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean over labelled tokens of cross-entropy at a user row's tokens and of
+    KL(base || model) at an anchor row's: an anchor pulls the adapter toward the base model's
+    whole next-token distribution, not only its greedy token. ``base_logits(inputs)``: the
+    base model's logits (the adapter disabled) for ``inputs``."""
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "anchor")}
+    targets, anchor = batch["labels"][:, 1:], batch["anchor"][:, 1:]
+    trained = targets != IGNORE_INDEX
+    logprobs = model(**inputs).logits[:, :-1][trained].float().log_softmax(-1)
+    cross_entropy = -logprobs.gather(-1, targets[trained].unsqueeze(-1)).squeeze(-1)
+    with torch.no_grad():
+        base = base_logits(inputs)[:, :-1][trained].float().log_softmax(-1)
+    kl = (base.exp() * (base - logprobs)).sum(-1)
+    return torch.where(anchor[trained], kl, cross_entropy).mean()
+
+
+def replay_manifest(path: Path, num_asked: int, examples: list[Example], loss: str) -> dict:
     return {
         "prompts": str(path),
         "sha256": sha256_file(path),
+        "loss": loss,
         "rows_asked": num_asked,
         "rows": len(examples),
         "trained_tokens": sum(e.num_trained_tokens for e in examples),

@@ -25,7 +25,7 @@ from llmloop.finetune.data import Example, SFTData, collate, read_sft_examples, 
 from llmloop.finetune.defaults import held_out_warning, print_resolved, resolve_sft_config
 from llmloop.finetune.errors import ConfigError, DataError, NaNLossError
 from llmloop.finetune.modeling import add_lora, load_base, resolve_mixed_precision
-from llmloop.finetune.replay import read_prompts, replay_examples, replay_manifest
+from llmloop.finetune.replay import anchored_loss, read_prompts, replay_examples, replay_manifest
 from llmloop.finetune.tracking import check_trackers, start_trackers, tracker_settings
 
 
@@ -104,9 +104,10 @@ def make_replay(
         config.data.replay_rows,
         config.train.seed,
         config.data.max_seq_length,
+        anchor=config.data.replay_loss == "kl",
     )
     asked = min(config.data.replay_rows, len(prompts))
-    return examples, replay_manifest(path, asked, examples)
+    return examples, replay_manifest(path, asked, examples, config.data.replay_loss)
 
 
 def check_output_dir(output_dir: Path, resume: bool) -> None:
@@ -205,7 +206,10 @@ def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) ->
         num_tokens += sum(len(e.input_ids) for e in examples)  # pad excluded
         is_last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
-            loss = model(**batch).loss
+            if "anchor" in batch:
+                loss = anchored_loss(model, base_logits(accelerator, model), batch)
+            else:
+                loss = model(**batch).loss
             if not torch.isfinite(loss):
                 raise nan_error(step, "loss", loss.item())
             accelerator.backward(loss / len(micro_batches))
@@ -216,6 +220,17 @@ def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) ->
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return accelerator.reduce(total_loss, reduction="mean").item(), num_tokens
+
+
+def base_logits(accelerator, model):
+    """The model's logits with its LoRA adapter disabled: the base model it started from."""
+    peft_model = accelerator.unwrap_model(model)
+
+    def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with peft_model.disable_adapter():
+            return model(**inputs).logits
+
+    return forward
 
 
 @torch.no_grad()

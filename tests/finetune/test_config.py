@@ -52,6 +52,7 @@ def test_lora_settings_become_peft_names(target_modules, expected):
         ({"data": "d"}, "--output"),
         ({"data": "d", "output": "o", "method": "full"}, "--method"),
         ({"data": "d", "output": "o", "bad_rows": "ignore"}, "--bad-rows"),
+        ({"data": "d", "output": "o", "replay_loss": "mse"}, "--replay-loss"),
         ({"data": "d", "output": "o", "learning_rate": 0}, "--learning-rate"),
         ({"data": "d", "output": "o", "lr": 1}, "unknown setting"),
     ],

@@ -121,6 +121,7 @@ def test_resolved_values_are_printed(capsys):
     err = capsys.readouterr().err
     assert "learning_rate=0.0015" in err and "r=16" in err and "epochs=20" in err
     assert "  eval_fraction = 0.0: no held-out split" in err
+    assert "replay_rows=40 replay_loss=kl" in err
 
 
 def test_preference_tuning_takes_a_tenth_of_the_rate_and_one_epoch():
@@ -137,9 +138,10 @@ def test_preference_tuning_refuses_replay_it_would_not_do():
     from llmloop.finetune.config import PreferenceRunConfig
     from llmloop.finetune.errors import ConfigError
 
-    given = PreferenceRunConfig.from_flat({"data": "d", "output": "o", "replay_rows": 10})
-    with pytest.raises(ConfigError, match="`finetune sft` only"):
-        resolve_preference_config(given, SMOLLM2_135M, num_rows=100)
+    for flag in ({"replay_rows": 10}, {"replay_loss": "tokens"}):
+        given = PreferenceRunConfig.from_flat({"data": "d", "output": "o", **flag})
+        with pytest.raises(ConfigError, match="`finetune sft` only"):
+            resolve_preference_config(given, SMOLLM2_135M, num_rows=100)
     resolved, _ = resolve_preference_config(
         PreferenceRunConfig.from_flat({"data": "d", "output": "o"}), SMOLLM2_135M, num_rows=100
     )

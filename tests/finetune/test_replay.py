@@ -1,15 +1,18 @@
 """Replay rows: the base model's own finished answers to general prompts become training examples
-(loss on the answer only), cut answers are dropped, the prompts file is validated by line."""
+(loss on the answer only), cut answers are dropped, the prompts file is validated by line, and
+with ``--replay-loss kl`` they pull toward the base's distribution along the answer."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from llmloop.finetune.data import IGNORE_INDEX
+from llmloop.finetune.data import IGNORE_INDEX, Example, collate
 from llmloop.finetune.errors import DataError
-from llmloop.finetune.replay import MAX_NEW_TOKENS, read_prompts, replay_examples
+from llmloop.finetune.replay import MAX_NEW_TOKENS, anchored_loss, read_prompts, replay_examples
+from llmloop.finetune.sft import base_logits
 
 
 class ScriptedModel(torch.nn.Module):
@@ -82,3 +85,69 @@ def test_a_bad_prompts_file_names_its_line(tmp_path):
         read_prompts(path)
     with pytest.raises(DataError, match="no such file"):
         read_prompts(tmp_path / "missing.jsonl")
+
+
+def tiny_lm(seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(config)
+
+
+USER = Example([1, 5, 6, 7, 8], [IGNORE_INDEX, IGNORE_INDEX, 6, 7, 8], "rows.jsonl:1")
+REPLAY = Example([1, 9, 10, 11], [IGNORE_INDEX, IGNORE_INDEX, 10, 11], "replay:0", anchor=True)
+
+
+def test_collate_marks_the_anchor_rows_tokens_and_only_them():
+    assert "anchor" not in collate([USER], packing=True, pad_token_id=0)
+    for packing in (True, False):
+        batch = collate([USER, REPLAY], packing=packing, pad_token_id=0)
+        anchored = batch["input_ids"][batch["anchor"]].tolist()
+        assert sorted(anchored) == sorted(REPLAY.input_ids)
+
+
+def test_the_anchored_loss_is_cross_entropy_on_rows_and_kl_to_the_base_on_replay():
+    model = tiny_lm(seed=0)
+    batch = collate([USER, REPLAY], packing=True, pad_token_id=0)
+    user_only = collate([USER, dataclasses.replace(REPLAY, labels=[IGNORE_INDEX] * 4)], True, 0)
+    user_only.pop("anchor")
+    num_user, num_replay = USER.num_trained_tokens, REPLAY.num_trained_tokens
+    user_loss = model(**user_only).loss
+
+    # the model is still the base: no divergence, the user rows' cross-entropy alone
+    same = anchored_loss(model, lambda inputs: model(**inputs).logits, batch)
+    assert same.item() == pytest.approx(user_loss.item() * num_user / (num_user + num_replay))
+
+    # another base: the replay tokens add KL(base || model), which has a gradient
+    base = tiny_lm(seed=1)
+    loss = anchored_loss(model, lambda inputs: base(**inputs).logits, batch)
+    assert loss.item() > same.item()
+    loss.backward()
+    assert all(p.grad is None for p in base.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_base_logits_are_the_model_without_its_adapter():
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_lm(seed=0)
+    inputs = {"input_ids": torch.tensor([REPLAY.input_ids])}
+    with torch.no_grad():
+        expected = base(**inputs).logits
+        model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear"))
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)  # a trained adapter: B is no longer zero
+        assert not torch.allclose(model(**inputs).logits, expected)
+        logits = base_logits(Accelerator(cpu=True), model)(inputs)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    assert model.active_adapters == ["default"]  # enabled again afterwards

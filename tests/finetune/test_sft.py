@@ -93,6 +93,7 @@ def test_artifact_dir_is_complete_and_registered(run_dir, train_home):
     replay = manifest["replay"]
     assert replay["rows_asked"] == REPLAY_ROWS and 0 < replay["rows"] <= REPLAY_ROWS
     assert replay["prompts"].endswith("replay_prompts.jsonl") and replay["trained_tokens"] > 0
+    assert replay["loss"] == "kl"  # toward the base's distribution, the default
     assert (
         f"- replay: {replay['rows']} of the base model's own" in (run_dir / "README.md").read_text()
     )
