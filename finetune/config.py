@@ -84,9 +84,10 @@ class DataConfig:
     replay_prompts: str = ""
     """JSONL of {"prompt": ...} rows the base answers for --replay-rows (default: the shipped
     general prompts, finetune/data/replay_prompts.jsonl)."""
-    replay_loss: str = "kl"
+    replay_loss: str = ""
     """What a replay row trains toward: "kl", the base model's whole next-token distribution
-    along its answer (KL divergence), or "tokens", the answer's tokens (cross-entropy)."""
+    along its answer (KL divergence), or "tokens", the answer's tokens (cross-entropy).
+    Default: kl."""
 
     def __post_init__(self) -> None:
         _require(
@@ -99,7 +100,8 @@ class DataConfig:
         )
         _choose("--bad-rows", self.bad_rows, BAD_ROW_POLICIES)
         _require(self.replay_rows is None or self.replay_rows >= 0, "--replay-rows must be >= 0")
-        _choose("--replay-loss", self.replay_loss, REPLAY_LOSSES)
+        if self.replay_loss:
+            _choose("--replay-loss", self.replay_loss, REPLAY_LOSSES)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import math
 import sys
 from dataclasses import replace
 
-from llmloop.finetune.config import DataConfig, SFTConfig
+from llmloop.finetune.config import SFTConfig
 from llmloop.finetune.errors import ConfigError
 
 REFERENCE_NUM_PARAMS = 8e9
@@ -53,6 +53,9 @@ SMALL_DATA_ROWS = 1000
 DEFAULT_EVAL_FRACTION = 0.1
 MAX_EVAL_ROWS = 1000
 MAX_REPLAY_ROWS = 100
+REPLAY_LOSS = "kl"
+"""Replay rows train toward the base's distribution: on the 40-row fact sets that kept capitals
+at 83 % (base 85 %) where training on the answers' tokens kept 54 %."""
 
 
 def learning_rate_for(num_params: int) -> float:
@@ -105,6 +108,8 @@ def resolve_sft_config(
             else f"{data.eval_fraction:.3g}: 10 % of {num_rows} rows, at most {MAX_EVAL_ROWS}"
         )
 
+    if not data.replay_loss:
+        data = replace(data, replay_loss=REPLAY_LOSS)
     if data.replay_rows is None:
         data = replace(data, replay_rows=replay_rows_for(num_rows))
         why["replay_rows"] = (
@@ -187,7 +192,7 @@ def resolve_preference_config(config, num_params: int, num_rows: int):
     if train.epochs is None:
         train = replace(train, epochs=1)
     data = config.data
-    if data.replay_rows or data.replay_prompts or data.replay_loss != DataConfig.replay_loss:
+    if data.replay_rows or data.replay_prompts or data.replay_loss:
         raise ConfigError(
             "--replay-rows, --replay-prompts and --replay-loss apply to `finetune sft` only"
         )

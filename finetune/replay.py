@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llmloop.finetune.data import IGNORE_INDEX, BadRow, Example, read_jsonl, tokenize_chat
@@ -131,16 +132,20 @@ def anchored_loss(model, base_logits, batch: dict[str, torch.Tensor]) -> torch.T
     """The mean over labelled tokens of cross-entropy at a user row's tokens and of
     KL(base || model) at an anchor row's: an anchor pulls the adapter toward the base model's
     whole next-token distribution, not only its greedy token. ``base_logits(inputs)``: the
-    base model's logits (the adapter disabled) for ``inputs``."""
+    base model's logits (the adapter disabled) for ``inputs``; called even when no token is
+    an anchor, so every process of a distributed run makes the same forward passes."""
     inputs = {k: v for k, v in batch.items() if k not in ("labels", "anchor")}
-    targets, anchor = batch["labels"][:, 1:], batch["anchor"][:, 1:]
+    targets = batch["labels"][:, 1:]
     trained = targets != IGNORE_INDEX
-    logprobs = model(**inputs).logits[:, :-1][trained].float().log_softmax(-1)
-    cross_entropy = -logprobs.gather(-1, targets[trained].unsqueeze(-1)).squeeze(-1)
+    anchor = batch["anchor"][:, 1:] & trained
+    plain = trained & ~anchor
+    logits = model(**inputs).logits[:, :-1]
+    cross_entropy = F.cross_entropy(logits[plain].float(), targets[plain], reduction="sum")
     with torch.no_grad():
-        base = base_logits(inputs)[:, :-1][trained].float().log_softmax(-1)
-    kl = (base.exp() * (base - logprobs)).sum(-1)
-    return torch.where(anchor[trained], kl, cross_entropy).mean()
+        base = base_logits(inputs)[:, :-1][anchor].float().log_softmax(-1)
+    adapted = logits[anchor].float().log_softmax(-1)
+    kl = F.kl_div(adapted, base, log_target=True, reduction="sum")
+    return (cross_entropy + kl) / trained.sum().clamp(min=1)
 
 
 def replay_manifest(path: Path, num_asked: int, examples: list[Example], loss: str) -> dict:

@@ -198,6 +198,7 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
 def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) -> tuple[float, int]:
     """One optimizer step over this process's micro-batches; returns (mean loss, tokens)."""
     micro_batches = plan.micro_batches(step, accelerator.process_index)
+    base_pass = base_pass_needed(data.train, plan, step)
     total_loss, num_tokens = torch.zeros((), device=accelerator.device), 0
     for i, indices in enumerate(micro_batches):
         examples = [data.train[j] for j in indices]
@@ -206,7 +207,8 @@ def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) ->
         num_tokens += sum(len(e.input_ids) for e in examples)  # pad excluded
         is_last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if is_last else accelerator.no_sync(model):
-            if "anchor" in batch:
+            if base_pass[i]:
+                batch.setdefault("anchor", torch.zeros_like(batch["labels"], dtype=torch.bool))
                 loss = anchored_loss(model, base_logits(accelerator, model), batch)
             else:
                 loss = model(**batch).loss
@@ -222,13 +224,29 @@ def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) ->
     return accelerator.reduce(total_loss, reduction="mean").item(), num_tokens
 
 
+def base_pass_needed(train: list[Example], plan: "StepPlan", step: int) -> list[bool]:
+    """Per micro-batch of ``step``: does the micro-batch at that place hold replay rows trained
+    toward the base (``Example.anchor``) on any process? Then every process runs the base pass
+    there: each forward of a DDP, FSDP or ZeRO-3 model is a collective call, and processes that
+    make different numbers of them hang."""
+    per_process = [plan.micro_batches(step, p) for p in range(plan.num_processes)]
+    places = zip(*per_process, strict=True)
+    return [any(train[j].anchor for micro in place for j in micro) for place in places]
+
+
 def base_logits(accelerator, model):
-    """The model's logits with its LoRA adapter disabled: the base model it started from."""
+    """The model's logits with its LoRA adapter disabled and in eval mode (no dropout, no
+    NEFTune noise): the base model it started from, as it answers."""
     peft_model = accelerator.unwrap_model(model)
 
     def forward(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with peft_model.disable_adapter():
-            return model(**inputs).logits
+        was_training = peft_model.training
+        peft_model.eval()
+        try:
+            with peft_model.disable_adapter():
+                return model(**inputs).logits
+        finally:
+            peft_model.train(was_training)
 
     return forward
 

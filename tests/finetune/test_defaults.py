@@ -64,6 +64,7 @@ def test_values_given_by_hand_are_kept():
         warmup_steps=3,
         eval_fraction=0.2,
         replay_rows=0,
+        replay_loss="tokens",
     )
     resolved, why = resolve_sft_config(given, SMOLLM2_135M, num_rows=40)
     assert resolved == given and why == {}
@@ -138,7 +139,7 @@ def test_preference_tuning_refuses_replay_it_would_not_do():
     from llmloop.finetune.config import PreferenceRunConfig
     from llmloop.finetune.errors import ConfigError
 
-    for flag in ({"replay_rows": 10}, {"replay_loss": "tokens"}):
+    for flag in ({"replay_rows": 10}, {"replay_loss": "tokens"}, {"replay_loss": "kl"}):
         given = PreferenceRunConfig.from_flat({"data": "d", "output": "o", **flag})
         with pytest.raises(ConfigError, match="`finetune sft` only"):
             resolve_preference_config(given, SMOLLM2_135M, num_rows=100)

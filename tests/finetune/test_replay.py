@@ -87,7 +87,7 @@ def test_a_bad_prompts_file_names_its_line(tmp_path):
         read_prompts(tmp_path / "missing.jsonl")
 
 
-def tiny_lm(seed: int):
+def tiny_lm(seed: int, attention_dropout: float = 0.0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -98,6 +98,7 @@ def tiny_lm(seed: int):
         num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=2,
+        attention_dropout=attention_dropout,
     )
     return LlamaForCausalLM(config)
 
@@ -135,11 +136,11 @@ def test_the_anchored_loss_is_cross_entropy_on_rows_and_kl_to_the_base_on_replay
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
-def test_base_logits_are_the_model_without_its_adapter():
+def test_base_logits_are_the_model_without_its_adapter_as_it_answers():
     from accelerate import Accelerator
     from peft import LoraConfig, get_peft_model
 
-    base = tiny_lm(seed=0)
+    base = tiny_lm(seed=0, attention_dropout=0.5).eval()
     inputs = {"input_ids": torch.tensor([REPLAY.input_ids])}
     with torch.no_grad():
         expected = base(**inputs).logits
@@ -147,7 +148,28 @@ def test_base_logits_are_the_model_without_its_adapter():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.add_(0.5)  # a trained adapter: B is no longer zero
-        assert not torch.allclose(model(**inputs).logits, expected)
+        adapted = model(**inputs).logits
+        assert not torch.allclose(adapted, expected)
+        model.train()  # as in training: dropout on
         logits = base_logits(Accelerator(cpu=True), model)(inputs)
-    assert torch.allclose(logits, expected, atol=1e-6)
-    assert model.active_adapters == ["default"]  # enabled again afterwards
+        assert model.training  # put back
+        model.eval()
+        assert torch.allclose(model(**inputs).logits, adapted)  # the adapter is on again
+    assert torch.allclose(logits, expected, atol=1e-6)  # no adapter, no dropout
+
+
+def test_every_process_makes_the_base_pass_where_any_one_needs_it():
+    from llmloop.finetune.sft import StepPlan, base_pass_needed
+
+    train = [USER] * 7 + [REPLAY]
+    plan = StepPlan(len(train), 1, 2, 2, 0, 0.0, True, 40, 2)  # 2 processes, 2 micro-batches
+    anchors_by_process = []
+    for step in range(1, 41):
+        needed = base_pass_needed(train, plan, step)
+        local = [
+            [any(train[j].anchor for j in micro) for micro in plan.micro_batches(step, p)]
+            for p in range(2)
+        ]
+        assert needed == [a or b for a, b in zip(*local, strict=True)]
+        anchors_by_process += [tuple(place) for place in zip(*local, strict=True)]
+    assert (False, True) in anchors_by_process  # process 0 alone would have skipped it
