@@ -135,7 +135,7 @@ def model_card(
         data_lines += (
             f"\n- replay: {replay['rows']} of the base model's own answers to general prompts "
             f"(`{Path(replay['prompts']).name}`), trained on alongside to keep what it could do "
-            f"(loss: {replay.get('loss', 'tokens')})"
+            f"(loss: {replay['loss']})"
         )
     eval_loss = metrics.get("eval_loss")
     return f"""---

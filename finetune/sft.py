@@ -147,6 +147,7 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
         start_step = state["step"]
         result.log_history, result.eval_history = state["log_history"], state["eval_history"]
 
+    anchored = any(e.anchor for e in data.train)  # once, not in every step
     model.train()
     progress = tqdm(
         total=plan.total_steps,
@@ -157,7 +158,9 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
     )
     started = time.perf_counter()
     for step in range(start_step + 1, plan.total_steps + 1):
-        loss, num_tokens = train_step(accelerator, model, optimizer, data, plan, step, pad_token_id)
+        loss, num_tokens = train_step(
+            accelerator, model, optimizer, data, plan, step, pad_token_id, anchored
+        )
         scheduler.step()
         result.num_tokens += num_tokens
         entry = {
@@ -195,10 +198,17 @@ def train(accelerator, model, data: SFTData, config: SFTConfig, pad_token_id: in
     return result
 
 
-def train_step(accelerator, model, optimizer, data, plan, step, pad_token_id) -> tuple[float, int]:
-    """One optimizer step over this process's micro-batches; returns (mean loss, tokens)."""
+def train_step(
+    accelerator, model, optimizer, data, plan, step, pad_token_id, anchored: bool = False
+) -> tuple[float, int]:
+    """One optimizer step over this process's micro-batches; returns (mean loss, tokens).
+    ``anchored``: some training rows are anchors (``Example.anchor``), so some steps need the
+    base pass."""
     micro_batches = plan.micro_batches(step, accelerator.process_index)
-    base_pass = base_pass_needed(data.train, plan, step)
+    if anchored:
+        base_pass = base_pass_needed(data.train, plan, step)
+    else:
+        base_pass = [False] * len(micro_batches)
     total_loss, num_tokens = torch.zeros((), device=accelerator.device), 0
     for i, indices in enumerate(micro_batches):
         examples = [data.train[j] for j in indices]
